@@ -1,0 +1,142 @@
+//! The CIFAR-10 CNN behind HTTP.
+//!
+//! - `POST /models/cifar10/classify[?top_k=N]` with a PNG or JPEG (raw body, or a multipart
+//!   form field `image`) or a JSON tensor `{"data": [...], "shape": [1, 32, 32, 3]}` of floats
+//!   in [0, 1]; answers the top-k labels with probabilities, best first.
+//! - `GET /models/cifar10` describes the model.
+//!
+//! Every bad request gets a 4xx with `{"error": "..."}` saying what was wrong.
+
+pub mod input;
+pub mod multipart;
+
+use input::{InputError, MODEL_SHAPE};
+use spin_sdk::http::{IntoResponse, Method, Request, Response, StatusCode, body::IncomingBodyExt};
+use spindle_sdk::{ErrorKind, Model, Tensor};
+
+const MODEL: &str = "cifar10";
+const INPUT: &str = "input";
+const OUTPUT: &str = "probabilities";
+const LABELS_PATH: &str = "/models/cifar10/labels.txt";
+const DEFAULT_TOP_K: usize = 5;
+
+/// One answer: a label and its probability.
+#[derive(serde::Serialize)]
+pub struct Prediction {
+    pub label: String,
+    pub probability: f32,
+}
+
+#[spin_sdk::http_service]
+async fn handle(req: Request) -> impl IntoResponse {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    match (path.as_str(), method) {
+        ("/models/cifar10/classify", Method::POST) => {
+            let body = match req.into_body().bytes().await {
+                Ok(body) => body,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
+            };
+            classify(&content_type, &query, &body)
+        }
+        ("/models/cifar10/classify", _) => {
+            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use POST with an image or a JSON tensor");
+            response.headers_mut().insert("allow", "POST".parse().expect("static header"));
+            response
+        }
+        ("/models/cifar10", Method::GET) => describe(),
+        ("/models/cifar10", _) => {
+            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            response.headers_mut().insert("allow", "GET".parse().expect("static header"));
+            response
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint {path}; try POST /models/cifar10/classify or GET /models/cifar10"),
+        ),
+    }
+}
+
+fn classify(content_type: &str, query: &str, body: &[u8]) -> Response<String> {
+    let top_k = match parse_top_k(query) {
+        Ok(k) => k,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let pixels = match input::from_request(content_type, body) {
+        Ok(pixels) => pixels,
+        Err(InputError::Unsupported(message)) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message),
+        Err(InputError::Bad(message)) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match predict(&pixels, top_k) {
+        Ok(predictions) => json(StatusCode::OK, serde_json::to_string(&predictions).unwrap_or_default()),
+        Err(e) if e.kind() == ErrorKind::InvalidInput => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Runs the CNN on one preprocessed image (`[32, 32, 3]` floats) and returns the top `k` labels.
+pub fn predict(pixels: &[f32], k: usize) -> Result<Vec<Prediction>, spindle_sdk::Error> {
+    let model = Model::open(MODEL)?;
+    let input = Tensor::from_f32(&MODEL_SHAPE, pixels)?;
+    let outputs = model.run(&[(INPUT, input)])?;
+    let probabilities = outputs.get(OUTPUT)?.to_f32()?;
+    let labels = labels();
+    let mut ranked: Vec<(usize, f32)> = probabilities.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(ranked
+        .into_iter()
+        .take(k)
+        .map(|(i, probability)| Prediction {
+            label: labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+            probability,
+        })
+        .collect())
+}
+
+fn labels() -> Vec<String> {
+    std::fs::read_to_string(LABELS_PATH)
+        .map(|text| text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn describe() -> Response<String> {
+    let body = serde_json::json!({
+        "name": MODEL,
+        "input": { "name": INPUT, "datatype": "FP32", "shape": MODEL_SHAPE, "layout": "NHWC, RGB, pixel / 255" },
+        "output": { "name": OUTPUT, "datatype": "FP32", "shape": [1, labels().len()] },
+        "labels": labels(),
+        "endpoints": ["POST /models/cifar10/classify[?top_k=N]"],
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
+fn parse_top_k(query: &str) -> Result<usize, String> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "top_k" {
+            return match value.parse::<usize>() {
+                Ok(k) if (1..=10).contains(&k) => Ok(k),
+                _ => Err(format!("top_k must be a whole number from 1 to 10, got '{value}'")),
+            };
+        }
+    }
+    Ok(DEFAULT_TOP_K)
+}
+
+fn json(status: StatusCode, body: String) -> Response<String> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+    response
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<String> {
+    json(status, serde_json::json!({ "error": message.to_string() }).to_string())
+}

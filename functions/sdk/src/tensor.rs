@@ -1,0 +1,116 @@
+use crate::bindings::{NnTensor, TensorType};
+use crate::error::{Error, ErrorKind};
+use std::fmt;
+
+/// Element types a [`Tensor`] can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElementType {
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// Unsigned byte.
+    U8,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer.
+    I64,
+    /// 16-bit float (raw bytes only).
+    F16,
+    /// bfloat16 (raw bytes only).
+    Bf16,
+}
+
+impl fmt::Display for ElementType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A dense row-major tensor owned by the guest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<u32>,
+    ty: ElementType,
+    data: Vec<u8>,
+}
+
+macro_rules! typed {
+    ($from:ident, $to:ident, $t:ty, $ty:ident) => {
+        /// Builds a tensor from values and a shape whose product must equal `values.len()`.
+        pub fn $from(shape: &[usize], values: &[$t]) -> Result<Self, Error> {
+            Self::check_len(shape, values.len())?;
+            let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Ok(Self { shape: shape.iter().map(|&d| d as u32).collect(), ty: ElementType::$ty, data })
+        }
+
+        /// The values, if the tensor holds this element type.
+        pub fn $to(&self) -> Result<Vec<$t>, Error> {
+            self.expect(ElementType::$ty)?;
+            const N: usize = std::mem::size_of::<$t>();
+            Ok(self.data.chunks_exact(N).map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk of N bytes"))).collect())
+        }
+    };
+}
+
+impl Tensor {
+    typed!(from_f32, to_f32, f32, F32);
+    typed!(from_f64, to_f64, f64, F64);
+    typed!(from_u8, to_u8, u8, U8);
+    typed!(from_i32, to_i32, i32, I32);
+    typed!(from_i64, to_i64, i64, I64);
+
+    /// The shape.
+    pub fn shape(&self) -> &[u32] {
+        &self.shape
+    }
+
+    /// The element type.
+    pub fn element_type(&self) -> ElementType {
+        self.ty
+    }
+
+    fn check_len(shape: &[usize], len: usize) -> Result<(), Error> {
+        let expected = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if expected == Some(len) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("shape {shape:?} needs {} values, got {len}", expected.map_or("too many".into(), |n| n.to_string())),
+        ))
+    }
+
+    fn expect(&self, ty: ElementType) -> Result<(), Error> {
+        if self.ty == ty {
+            return Ok(());
+        }
+        Err(Error::new(ErrorKind::Compute, format!("tensor of shape {:?} holds {}, not {ty}", self.shape, self.ty)))
+    }
+
+    pub(crate) fn to_nn(&self) -> NnTensor {
+        let ty = match self.ty {
+            ElementType::F32 => TensorType::Fp32,
+            ElementType::F64 => TensorType::Fp64,
+            ElementType::U8 => TensorType::U8,
+            ElementType::I32 => TensorType::I32,
+            ElementType::I64 => TensorType::I64,
+            ElementType::F16 => TensorType::Fp16,
+            ElementType::Bf16 => TensorType::Bf16,
+        };
+        NnTensor::new(&self.shape, ty, &self.data)
+    }
+
+    pub(crate) fn from_nn(t: &NnTensor) -> Result<Self, Error> {
+        let ty = match t.ty() {
+            TensorType::Fp32 => ElementType::F32,
+            TensorType::Fp64 => ElementType::F64,
+            TensorType::U8 => ElementType::U8,
+            TensorType::I32 => ElementType::I32,
+            TensorType::I64 => ElementType::I64,
+            TensorType::Fp16 => ElementType::F16,
+            TensorType::Bf16 => ElementType::Bf16,
+        };
+        Ok(Self { shape: t.dimensions(), ty, data: t.data() })
+    }
+}

@@ -1,0 +1,80 @@
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use spindle::app::{App, Limits};
+use spindle::manifest::Manifest;
+use spindle::server::Server;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Serverless WebAssembly inference functions, from a spin.toml.
+#[derive(Parser)]
+#[command(name = "spindle", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the app's components over HTTP (like `spin up`).
+    Up {
+        /// The manifest.
+        #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        /// Run each component's build command first.
+        #[arg(long)]
+        build: bool,
+        /// Default linear-memory limit per instance, in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory_limit_mib: u64,
+        /// Default wall-clock deadline per request, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Largest request body accepted, in bytes (larger gets 413).
+        #[arg(long, default_value_t = 32 << 20)]
+        max_body_bytes: usize,
+    },
+    /// Run each component's build command (like `spin build`).
+    Build {
+        /// The manifest.
+        #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+        manifest: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "spindle=info,wasmtime=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Build { manifest } => spindle::builder::build_all(&Manifest::load(&manifest)?),
+        Command::Up { manifest, listen, build, memory_limit_mib, timeout_ms, max_body_bytes } => {
+            let manifest = Manifest::load(&manifest)?;
+            if build {
+                spindle::builder::build_all(&manifest)?;
+            }
+            let limits = Limits {
+                memory_bytes: (memory_limit_mib as usize) << 20,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                max_body_bytes,
+            };
+            tokio::runtime::Runtime::new()?.block_on(async {
+                let app = App::build(&manifest, &limits)?;
+                let server = Server::bind(app, listen).await?;
+                let addr = server.local_addr()?;
+                println!("Serving http://{addr}");
+                for (route, component) in server.routes() {
+                    println!("  http://{addr}{route} -> {component}");
+                }
+                server.serve().await
+            })
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The generated `wasi:nn` traits, implemented over [`NnView`].
+
+use super::NnView;
+use super::backend::{self, BackendError, ElementType, Graph, Tensor};
+use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType, errors, graph, inference, tensor};
+use super::registry::{LoadByNameError, blocking};
+use std::sync::Arc;
+use wasmtime::component::Resource;
+
+/// A loaded graph, as a guest holds it.
+pub struct GraphResource(Arc<dyn Graph>);
+
+/// A graph bound for compute; graphs are stateless, so this shares the graph.
+pub struct ExecutionContext(Arc<dyn Graph>);
+
+/// A guest-visible `wasi:nn` error: a code and a message saying what was wrong.
+#[derive(Debug)]
+pub struct NnError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl NnError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+fn code_of(e: &BackendError) -> ErrorCode {
+    match e {
+        BackendError::InvalidModel(_) => ErrorCode::InvalidEncoding,
+        BackendError::InvalidInput(_) => ErrorCode::InvalidArgument,
+        BackendError::TooLarge(_) => ErrorCode::TooLarge,
+        BackendError::Unsupported(_) => ErrorCode::UnsupportedOperation,
+        BackendError::Runtime(_) => ErrorCode::RuntimeError,
+    }
+}
+
+impl From<BackendError> for NnError {
+    fn from(e: BackendError) -> Self {
+        Self::new(code_of(&e), e.to_string())
+    }
+}
+
+impl From<LoadByNameError> for NnError {
+    fn from(e: LoadByNameError) -> Self {
+        let code = match &e {
+            LoadByNameError::NotFound { .. } => ErrorCode::NotFound,
+            LoadByNameError::Backend { source, .. } => code_of(source),
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<wasmtime::component::ResourceTableError> for NnError {
+    fn from(e: wasmtime::component::ResourceTableError) -> Self {
+        Self::new(ErrorCode::Unknown, format!("resource table: {e}"))
+    }
+}
+
+type NnResult<T> = Result<T, NnError>;
+/// What the generated traits return: a trap (outer) or a guest-visible error resource (inner).
+type GuestResult<T> = wasmtime::Result<Result<T, Resource<NnError>>>;
+
+impl NnView<'_> {
+    fn answer<T>(&mut self, result: NnResult<T>) -> GuestResult<T> {
+        match result {
+            Ok(value) => Ok(Ok(value)),
+            Err(e) => {
+                tracing::debug!(code = ?e.code, message = %e.message, "wasi:nn error returned to guest");
+                Ok(Err(self.table.push(e)?))
+            }
+        }
+    }
+
+    async fn load_bytes(&mut self, builders: Vec<Vec<u8>>, encoding: GraphEncoding, target: ExecutionTarget) -> NnResult<Resource<GraphResource>> {
+        if !matches!(encoding, GraphEncoding::Onnx | GraphEncoding::Autodetect) {
+            return Err(NnError::new(
+                ErrorCode::InvalidEncoding,
+                format!("graph encoding {encoding:?} is not supported; this host runs ONNX"),
+            ));
+        }
+        check_target(target)?;
+        let [model]: [Vec<u8>; 1] = builders.try_into().map_err(|b: Vec<Vec<u8>>| {
+            NnError::new(ErrorCode::InvalidArgument, format!("an ONNX graph is one buffer, got {}", b.len()))
+        })?;
+        let graph = self.ctx.cache.get_or_compile(model.into()).await?;
+        Ok(self.table.push(GraphResource(graph))?)
+    }
+
+    async fn load_named(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
+        let models = self.ctx.models.clone();
+        let graph = models.load(&name, &self.ctx.cache).await?;
+        Ok(self.table.push(GraphResource(graph))?)
+    }
+
+    async fn run(&mut self, context: Resource<ExecutionContext>, inputs: Vec<(String, Resource<Tensor>)>) -> NnResult<Vec<(String, Resource<Tensor>)>> {
+        let graph = self.table.get(&context)?.0.clone();
+        let inputs = inputs
+            .into_iter()
+            .map(|(name, t)| Ok((name, self.table.delete(t)?)))
+            .collect::<NnResult<Vec<_>>>()?;
+        let outputs = blocking(move || backend::compute(graph.as_ref(), inputs)).await?;
+        outputs
+            .into_iter()
+            .map(|(name, t)| Ok((name, self.table.push(t)?)))
+            .collect()
+    }
+}
+
+impl graph::Host for NnView<'_> {
+    async fn load(&mut self, builders: Vec<Vec<u8>>, encoding: GraphEncoding, target: ExecutionTarget) -> GuestResult<Resource<GraphResource>> {
+        let result = self.load_bytes(builders, encoding, target).await;
+        self.answer(result)
+    }
+
+    async fn load_by_name(&mut self, name: String) -> GuestResult<Resource<GraphResource>> {
+        let result = self.load_named(name).await;
+        self.answer(result)
+    }
+}
+
+fn check_target(target: ExecutionTarget) -> NnResult<()> {
+    match target {
+        ExecutionTarget::Cpu => Ok(()),
+        other => Err(NnError::new(
+            ErrorCode::UnsupportedOperation,
+            format!("execution target {other:?} is not available on this host; its engines run on the CPU"),
+        )),
+    }
+}
+
+impl graph::HostGraph for NnView<'_> {
+    fn init_execution_context(&mut self, graph: Resource<GraphResource>) -> GuestResult<Resource<ExecutionContext>> {
+        let graph = self.table.get(&graph)?.0.clone();
+        Ok(Ok(self.table.push(ExecutionContext(graph))?))
+    }
+
+    fn drop(&mut self, graph: Resource<GraphResource>) -> wasmtime::Result<()> {
+        self.table.delete(graph)?;
+        Ok(())
+    }
+}
+
+impl inference::Host for NnView<'_> {}
+
+impl inference::HostGraphExecutionContext for NnView<'_> {
+    async fn compute(
+        &mut self,
+        context: Resource<ExecutionContext>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> GuestResult<Vec<(String, Resource<Tensor>)>> {
+        let result = self.run(context, inputs).await;
+        self.answer(result)
+    }
+
+    fn drop(&mut self, context: Resource<ExecutionContext>) -> wasmtime::Result<()> {
+        self.table.delete(context)?;
+        Ok(())
+    }
+}
+
+impl tensor::Host for NnView<'_> {}
+
+impl tensor::HostTensor for NnView<'_> {
+    fn new(&mut self, dims: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
+        // Shape and length are checked at compute, where the error can name the input.
+        Ok(self.table.push(Tensor { dims, ty: element_type(ty), data })?)
+    }
+
+    fn dimensions(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&t)?.dims.clone())
+    }
+
+    fn ty(&mut self, t: Resource<Tensor>) -> wasmtime::Result<TensorType> {
+        Ok(tensor_type(self.table.get(&t)?.ty))
+    }
+
+    fn data(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&t)?.data.clone())
+    }
+
+    fn drop(&mut self, t: Resource<Tensor>) -> wasmtime::Result<()> {
+        self.table.delete(t)?;
+        Ok(())
+    }
+}
+
+impl errors::Host for NnView<'_> {}
+
+impl errors::HostError for NnView<'_> {
+    fn code(&mut self, e: Resource<NnError>) -> wasmtime::Result<ErrorCode> {
+        Ok(self.table.get(&e)?.code)
+    }
+
+    fn data(&mut self, e: Resource<NnError>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&e)?.message.clone())
+    }
+
+    fn drop(&mut self, e: Resource<NnError>) -> wasmtime::Result<()> {
+        self.table.delete(e)?;
+        Ok(())
+    }
+}
+
+fn element_type(ty: TensorType) -> ElementType {
+    match ty {
+        TensorType::Fp16 => ElementType::F16,
+        TensorType::Fp32 => ElementType::F32,
+        TensorType::Fp64 => ElementType::F64,
+        TensorType::Bf16 => ElementType::Bf16,
+        TensorType::U8 => ElementType::U8,
+        TensorType::I32 => ElementType::I32,
+        TensorType::I64 => ElementType::I64,
+    }
+}
+
+fn tensor_type(ty: ElementType) -> TensorType {
+    match ty {
+        ElementType::F16 => TensorType::Fp16,
+        ElementType::F32 => TensorType::Fp32,
+        ElementType::F64 => TensorType::Fp64,
+        ElementType::Bf16 => TensorType::Bf16,
+        ElementType::U8 => TensorType::U8,
+        ElementType::I32 => TensorType::I32,
+        ElementType::I64 => TensorType::I64,
+    }
+}

@@ -1,0 +1,185 @@
+//! The HTTP front: route a request, give it a fresh instance, return what the guest answered.
+//!
+//! Failures the client caused are 4xx; failures of the guest (trap, deadline, memory limit)
+//! are 5xx for that request alone, logged with the component id. All errors are JSON
+//! `{"error": "..."}`.
+
+use crate::app::{App, EPOCH_TICK, LoadedComponent};
+use crate::instance::InstanceState;
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use wasmtime::AsContextMut;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::handler::Prepared;
+
+/// Extra time past a component's deadline before the host gives up waiting on the store.
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// A bound listener and the app behind it.
+pub struct Server {
+    app: Arc<App>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(app: App, addr: SocketAddr) -> Result<Self> {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        Ok(Self { app: Arc::new(app), listener })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self) -> Result<()> {
+        let engine = self.app.engine.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(EPOCH_TICK);
+            loop {
+                ticks.tick().await;
+                engine.increment_epoch();
+            }
+        });
+        loop {
+            let (stream, client) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            let app = self.app.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(app, req, client).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(%client, "connection closed: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// A JSON error response.
+pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": message.to_string() }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn handle(app: Arc<App>, req: Request<Incoming>, client: SocketAddr) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let Some(matched) = app.router.route(&path) else {
+        return json_error(StatusCode::NOT_FOUND, format!("no route matches {path}"));
+    };
+    let Some(component) = app.components.get(matched.component).cloned() else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("route {} has no component", matched.route));
+    };
+    let limit = component.limits.max_body_bytes;
+    let (mut parts, body) = req.into_parts();
+    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the {limit}-byte limit"));
+    }
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the {limit}-byte limit"));
+        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
+    };
+
+    let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned();
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let full_url = format!("http://{host}{path_and_query}");
+    if let Ok(uri) = full_url.parse() {
+        parts.uri = uri;
+    }
+    for (name, value) in [
+        ("spin-full-url", full_url.as_str()),
+        ("spin-path-info", matched.path_info.as_str()),
+        ("spin-matched-route", matched.route.as_str()),
+        ("spin-component-route", matched.route.trim_end_matches("/...")),
+        ("spin-raw-component-route", matched.route.as_str()),
+        ("spin-base-path", "/"),
+        ("spin-client-addr", &client.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            parts.headers.insert(name, value);
+        }
+    }
+    let request = Request::from_parts(parts, Full::new(body));
+
+    let deadline = component.limits.timeout;
+    match tokio::time::timeout(deadline + DEADLINE_GRACE, run_guest(&app, &component, request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let timed_out = e.chain().any(|c| {
+                c.downcast_ref::<wasmtime::Trap>().is_some_and(|t| *t == wasmtime::Trap::Interrupt)
+            });
+            if timed_out {
+                tracing::warn!(component = %component.id, "request exceeded its {deadline:?} deadline");
+                return json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("component '{}' did not answer within its {} ms deadline", component.id, deadline.as_millis()),
+                );
+            }
+            tracing::error!(component = %component.id, "guest failed: {e:?}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("component '{}' failed: {e:#}", component.id))
+        }
+        Err(_) => {
+            tracing::warn!(component = %component.id, "request exceeded its {deadline:?} deadline");
+            json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("component '{}' did not answer within its {} ms deadline", component.id, deadline.as_millis()),
+            )
+        }
+    }
+}
+
+/// Instantiates the component in a fresh store, runs its handler and collects the response.
+async fn run_guest(app: &App, component: &LoadedComponent, request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>> {
+    let mut store = app.new_store(component)?;
+    let proxy = component.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating")?;
+    let request = request.map(|body| body.map_err(|never| match never {}).boxed_unsync());
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let prepared = Prepared::new(store.as_context_mut(), &proxy, request, InstanceState::http, tx)?;
+    let response = store
+        .run_concurrent(async |accessor| -> Result<Response<Full<Bytes>>> {
+            let (ran, response) = futures::join!(prepared.run(accessor, std::future::pending::<()>()), async {
+                let response = rx.await.context("the guest returned no response")??;
+                let (parts, body) = response.into_parts();
+                let body = body.collect().await.map_err(|e| anyhow::anyhow!("reading the guest's response body: {e:?}"))?;
+                anyhow::Ok(Response::from_parts(parts, Full::new(body.to_bytes())))
+            });
+            ran?;
+            response
+        })
+        .await??;
+    Ok(response)
+}
+
+impl Server {
+    /// The app's routes, as `(route, component)`.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.app.router.routes().map(|(r, c)| (r, c.to_string())).collect()
+    }
+}
