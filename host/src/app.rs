@@ -21,6 +21,20 @@ use wasmtime_wasi_http::handler::ProxyPre;
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Host-wide choices that are not limits.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// Answer `load-by-name` (the default). Off, the host behaves like one without named
+    /// graphs, so functions fall back to `load`ing their mounted model files.
+    pub named_models: bool,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        Self { named_models: true }
+    }
+}
+
 /// Host-wide limits; a component's `tool.spindle` settings override them.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -66,7 +80,7 @@ pub struct App {
 
 impl App {
     /// Compiles and links every component of the manifest.
-    pub fn build(manifest: &Manifest, limits: &Limits) -> Result<Self> {
+    pub fn build(manifest: &Manifest, limits: &Limits, options: &HostOptions) -> Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model_async(true).epoch_interruption(true);
         let engine = Engine::new(&config)?;
@@ -97,8 +111,12 @@ impl App {
                 })?),
             };
             let mounts = Mounts::prepare(manifest, id, component)?;
-            let models = ComponentModels::from_mounted_files(mounts.files.iter().cloned())
-                .with_context(|| format!("component '{id}'"))?;
+            let models = if options.named_models {
+                ComponentModels::from_mounted_files(mounts.files.iter().cloned())
+                    .with_context(|| format!("component '{id}'"))?
+            } else {
+                ComponentModels::default()
+            };
             tracing::info!(
                 component = %id,
                 ms = started.elapsed().as_millis() as u64,

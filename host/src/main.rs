@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use spindle::app::{App, Limits};
+use spindle::app::{App, HostOptions, Limits};
 use spindle::manifest::Manifest;
 use spindle::server::Server;
 use std::net::SocketAddr;
@@ -36,6 +36,10 @@ enum Command {
         /// Largest request body accepted, in bytes (larger gets 413).
         #[arg(long, default_value_t = 32 << 20)]
         max_body_bytes: usize,
+        /// Behave like a host without named graphs: `load-by-name` finds nothing, so
+        /// functions load their mounted model files themselves.
+        #[arg(long)]
+        no_named_models: bool,
     },
     /// Run each component's build command (like `spin build`).
     Build {
@@ -55,7 +59,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Build { manifest } => spindle::builder::build_all(&Manifest::load(&manifest)?),
-        Command::Up { manifest, listen, build, memory_limit_mib, timeout_ms, max_body_bytes } => {
+        Command::Up { manifest, listen, build, memory_limit_mib, timeout_ms, max_body_bytes, no_named_models } => {
             let manifest = Manifest::load(&manifest)?;
             if build {
                 spindle::builder::build_all(&manifest)?;
@@ -66,7 +70,7 @@ fn main() -> Result<()> {
                 max_body_bytes,
             };
             tokio::runtime::Runtime::new()?.block_on(async {
-                let app = App::build(&manifest, &limits)?;
+                let app = App::build(&manifest, &limits, &HostOptions { named_models: !no_named_models })?;
                 let server = Server::bind(app, listen).await?;
                 let addr = server.local_addr()?;
                 println!("Serving http://{addr}");

@@ -1,5 +1,8 @@
 //! The CIFAR-10 CNN behind HTTP.
 //!
+//! Paths are relative to the component's route (Spin's `spin-path-info`), so with the route
+//! `/models/cifar10/...`:
+//!
 //! - `POST /models/cifar10/classify[?top_k=N]` with a PNG or JPEG (raw body, or a multipart
 //!   form field `image`) or a JSON tensor `{"data": [...], "shape": [1, 32, 32, 3]}` of floats
 //!   in [0, 1]; answers the top-k labels with probabilities, best first.
@@ -7,8 +10,7 @@
 //!
 //! Every bad request gets a 4xx with `{"error": "..."}` saying what was wrong.
 
-pub mod input;
-pub mod multipart;
+mod input;
 
 use input::{InputError, MODEL_SHAPE};
 use spin_sdk::http::{IntoResponse, Method, Request, Response, StatusCode, body::IncomingBodyExt};
@@ -29,7 +31,8 @@ pub struct Prediction {
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> impl IntoResponse {
-    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let path = path_info(&req);
+    let req_path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     let content_type = req
@@ -39,29 +42,40 @@ async fn handle(req: Request) -> impl IntoResponse {
         .unwrap_or("")
         .to_owned();
     match (path.as_str(), method) {
-        ("/models/cifar10/classify", Method::POST) => {
+        ("/classify", Method::POST) => {
             let body = match req.into_body().bytes().await {
                 Ok(body) => body,
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
             };
             classify(&content_type, &query, &body)
         }
-        ("/models/cifar10/classify", _) => {
+        ("/classify", _) => {
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use POST with an image or a JSON tensor");
             response.headers_mut().insert("allow", "POST".parse().expect("static header"));
             response
         }
-        ("/models/cifar10", Method::GET) => describe(),
-        ("/models/cifar10", _) => {
+        ("", Method::GET) => describe(),
+        ("", _) => {
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
             response.headers_mut().insert("allow", "GET".parse().expect("static header"));
             response
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            format!("no such endpoint {path}; try POST /models/cifar10/classify or GET /models/cifar10"),
+            format!("no such endpoint {}; try POST .../classify", req_path),
         ),
     }
+}
+
+/// The path below the component's route: Spin's `spin-path-info` header, else the whole path.
+fn path_info(req: &Request) -> String {
+    req.headers()
+        .get("spin-path-info")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| req.uri().path().to_owned())
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 fn classify(content_type: &str, query: &str, body: &[u8]) -> Response<String> {

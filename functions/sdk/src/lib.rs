@@ -14,6 +14,10 @@
 
 mod bindings;
 mod error;
+pub mod form;
+#[cfg(feature = "image")]
+pub mod image;
+pub mod json_tensor;
 mod tensor;
 
 pub use error::{Error, ErrorKind};

@@ -1,4 +1,4 @@
-//! Just enough `multipart/form-data` to take one file field from a form (`curl -F image=@x.png`).
+//! Just enough `multipart/form-data` to take one field from a form (`curl -F image=@x.png`).
 
 /// Returns the contents of form field `name`.
 pub fn file_field(content_type: &str, body: &[u8], name: &str) -> Result<Vec<u8>, String> {

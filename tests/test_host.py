@@ -1,0 +1,94 @@
+"""Host behaviour around the function: limits, graph sharing, the file fallback, manifests."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import requests
+
+from conftest import CIFAR10_WASM, MODEL, ROOT, SPINDLE, Spindle, png
+
+CLASSIFY = "/models/cifar10/classify"
+
+
+def two_components_manifest(tmp_path):
+    """Two components, same wasm and same model bytes, on different routes."""
+    models = tmp_path / "models" / "cifar10"
+    models.mkdir(parents=True)
+    (models / "model.onnx").write_bytes(MODEL.read_bytes())
+    (models / "labels.txt").write_text((ROOT / "models/cifar10/labels.txt").read_text())
+    manifest = tmp_path / "spin.toml"
+    manifest.write_text(f"""
+spin_manifest_version = 2
+[application]
+name = "shared"
+[[trigger.http]]
+route = "/a/..."
+component = "a"
+[[trigger.http]]
+route = "/b/..."
+component = "b"
+[component.a]
+source = "{CIFAR10_WASM}"
+files = [{{ source = "models", destination = "/models" }}]
+[component.b]
+source = "{CIFAR10_WASM}"
+files = ["models/cifar10/*"]
+""")
+    return manifest
+
+
+def test_one_compiled_graph_serves_all_components(tmp_path, heldout):
+    x, y, names = heldout
+    server = Spindle(two_components_manifest(tmp_path))
+    try:
+        answers = [requests.post(f"{server.url}/{c}/classify", data=png(x[i]), timeout=30).json()
+                   for c in ("a", "b") for i in range(3)]
+        assert [a[0]["label"] for a in answers] == [names[y[i]] for i in range(3)] * 2
+    finally:
+        server.stop()
+    assert server.stderr.count("compiled model graph") == 1, server.stderr
+
+
+def test_without_named_models_functions_load_their_mounted_file(spindle, heldout):
+    x, _, _ = heldout
+    fallback = Spindle(ROOT / "spin.toml", "--no-named-models")
+    try:
+        for image in x[:4]:
+            named = requests.post(f"{spindle.url}{CLASSIFY}?top_k=10", data=png(image), timeout=30).json()
+            loaded = requests.post(f"{fallback.url}{CLASSIFY}?top_k=10", data=png(image), timeout=30).json()
+            assert [p["label"] for p in named] == [p["label"] for p in loaded]
+            np.testing.assert_allclose([p["probability"] for p in named], [p["probability"] for p in loaded], atol=1e-6)
+    finally:
+        fallback.stop()
+    # load(bytes) of the same bytes hits the graph cache: compiled once for all four requests
+    assert fallback.stderr.count("compiled model graph") == 1, fallback.stderr
+
+
+def test_body_over_the_limit_is_413(heldout):
+    server = Spindle(ROOT / "spin.toml", "--max-body-bytes", "1000")
+    try:
+        r = requests.post(f"{server.url}{CLASSIFY}", data=b"x" * 5000, headers={"content-type": "image/png"}, timeout=30)
+        assert r.status_code == 413
+        assert "exceeds the 1000-byte limit" in r.json()["error"]
+    finally:
+        server.stop()
+
+
+def test_a_bad_manifest_names_the_file_and_key(tmp_path):
+    bad = tmp_path / "spin.toml"
+    bad.write_text('spin_manifest_version = 2\n[application]\nname = "x"\n[component.a]\nsource = "a.wasm"\nfilez = []\n')
+    run = subprocess.run([str(SPINDLE), "up", "-f", str(bad), "--listen", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert str(bad) in run.stderr and "unknown field `filez`" in run.stderr
+
+
+def test_a_missing_build_says_how_to_build(tmp_path):
+    manifest = tmp_path / "spin.toml"
+    manifest.write_text('spin_manifest_version = 2\n[application]\nname = "x"\n'
+                        '[[trigger.http]]\nroute = "/..."\ncomponent = "a"\n[component.a]\nsource = "missing.wasm"\n')
+    run = subprocess.run([str(SPINDLE), "up", "-f", str(manifest), "--listen", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "spindle build" in run.stderr
