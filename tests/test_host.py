@@ -93,38 +93,3 @@ def test_a_missing_build_says_how_to_build(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "spindle build" in run.stderr
 
-
-def test_wasip2_and_wasip3_components_side_by_side_see_only_their_grants(tmp_path, heldout):
-    x, y, names = heldout
-    fixtures = ROOT / "tests" / "fixtures"
-    manifest = tmp_path / "spin.toml"
-    manifest.write_text(f"""
-spin_manifest_version = 2
-[application]
-name = "mixed"
-[[trigger.http]]
-route = "/p2/..."
-component = "p2-hello"
-[[trigger.http]]
-route = "/models/cifar10/..."
-component = "cifar10"
-[component.p2-hello]
-source = "{ROOT}/target/wasm32-wasip2/release/p2_hello.wasm"
-files = [{{ source = "{fixtures}/data", destination = "/data" }}]
-environment = {{ GREETING_STYLE = "plain" }}
-[component.cifar10]
-source = "{CIFAR10_WASM}"
-files = [{{ source = "{ROOT}/models/cifar10", destination = "/models/cifar10" }}]
-""")
-    server = Spindle(manifest)
-    try:
-        seen = requests.get(f"{server.url}/p2/anything?q=1", timeout=30).json()
-        assert seen["world"] == "wasip2"
-        assert seen["path"] == "/p2/anything?q=1"
-        assert seen["greeting"] == "hello from a mounted file\n"
-        assert seen["read_outside"] is False
-        assert seen["env"] == {"GREETING_STYLE": "plain"}
-        r = requests.post(f"{server.url}{CLASSIFY}", data=png(x[2]), timeout=30)
-        assert r.json()[0]["label"] == names[y[2]]
-    finally:
-        server.stop()

@@ -18,7 +18,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::handler::ProxyPre;
 
-/// How often the engine's epoch advances; deadlines are counted in these ticks.
+/// How often the engine's epoch advances, and so how often running guest code yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Host-wide choices that are not limits.
@@ -144,7 +144,7 @@ impl App {
     pub fn new_store(&self, component: &LoadedComponent) -> Result<Store<InstanceState>> {
         let mut wasi = WasiCtxBuilder::new();
         component.mounts.apply(&mut wasi)?;
-        wasi.envs(&component.environment);
+        wasi.envs(&component.environment).inherit_stderr();
         let state = InstanceState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
@@ -155,9 +155,10 @@ impl App {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = component.limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Guest code yields to the async runtime every epoch tick, so a busy guest shares its
+        // worker thread; the request deadline itself is a timer around the whole call.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
         Ok(store)
     }
 }

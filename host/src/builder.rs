@@ -7,10 +7,7 @@ use std::process::Command;
 /// Runs every component's build commands in its `workdir` (relative to the manifest).
 pub fn build_all(manifest: &Manifest) -> Result<()> {
     for (id, component) in &manifest.app.component {
-        let Some(build) = &component.build else {
-            eprintln!("{id}: no build command, skipping");
-            continue;
-        };
+        let Some(build) = &component.build else { continue };
         let workdir = manifest.resolve(build.workdir.as_deref().unwrap_or("."));
         for command in build.command.commands() {
             eprintln!("Building component {id} in {}: {command}", workdir.display());

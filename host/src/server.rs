@@ -20,9 +20,6 @@ use wasmtime::AsContextMut;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::Prepared;
 
-/// Extra time past a component's deadline before the host gives up waiting on the store.
-const DEADLINE_GRACE: Duration = Duration::from_secs(1);
-
 /// A bound listener and the app behind it.
 pub struct Server {
     app: Arc<App>,
@@ -42,14 +39,15 @@ impl Server {
 
     /// Serves until the process ends.
     pub async fn serve(self) -> Result<()> {
-        let engine = self.app.engine.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(EPOCH_TICK);
-            loop {
-                ticks.tick().await;
+        // An OS thread, not a task: guests that never yield must not be able to stop the clock.
+        let engine = self.app.engine.weak();
+        std::thread::Builder::new().name("spindle-epoch".into()).spawn(move || {
+            while let Some(engine) = engine.upgrade() {
                 engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
             }
-        });
+        })?;
         loop {
             let (stream, client) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -129,21 +127,15 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, client: SocketAddr) -> Re
     let request = Request::from_parts(parts, Full::new(body));
 
     let deadline = component.limits.timeout;
-    match tokio::time::timeout(deadline + DEADLINE_GRACE, run_guest(&app, &component, request)).await {
+    match tokio::time::timeout(deadline, run_guest(&app, &component, request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            let timed_out = e.chain().any(|c| {
-                c.downcast_ref::<wasmtime::Trap>().is_some_and(|t| *t == wasmtime::Trap::Interrupt)
-            });
-            if timed_out {
-                tracing::warn!(component = %component.id, "request exceeded its {deadline:?} deadline");
-                return json_error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("component '{}' did not answer within its {} ms deadline", component.id, deadline.as_millis()),
-                );
-            }
             tracing::error!(component = %component.id, "guest failed: {e:?}");
-            json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("component '{}' failed: {e:#}", component.id))
+            let cause = match e.chain().find_map(|c| c.downcast_ref::<wasmtime::Trap>()) {
+                Some(trap) => format!("trapped: {trap}"),
+                None => format!("failed: {}", e.root_cause()),
+            };
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("component '{}' {cause}", component.id))
         }
         Err(_) => {
             tracing::warn!(component = %component.id, "request exceeded its {deadline:?} deadline");

@@ -48,9 +48,7 @@ impl Model {
         };
         for path in model_file_candidates(name) {
             let Ok(bytes) = std::fs::read(&path) else { continue };
-            return bindings::load(&[bytes], GraphEncoding::Onnx, ExecutionTarget::Cpu)
-                .map(|graph| Self { name: name.to_owned(), graph })
-                .map_err(|e| Error::from_nn(ErrorKind::Load, name, &format!("load({path})"), &e));
+            return Self::from_onnx(name, bytes);
         }
         Err(Error::new(
             ErrorKind::NotFound,
@@ -59,6 +57,14 @@ impl Model {
                 model_file_candidates(name)
             ),
         ))
+    }
+
+    /// Loads ONNX bytes the function holds itself (`wasi:nn` `load`); `name` is for errors.
+    /// The host caches compiled graphs by content, so loading the same bytes again is cheap.
+    pub fn from_onnx(name: &str, bytes: Vec<u8>) -> Result<Self, Error> {
+        bindings::load(&[bytes], GraphEncoding::Onnx, ExecutionTarget::Cpu)
+            .map(|graph| Self { name: name.to_owned(), graph })
+            .map_err(|e| Error::from_nn(ErrorKind::Load, name, "load", &e))
     }
 
     /// The name it was opened with.

@@ -60,6 +60,17 @@ impl Tensor {
     typed!(from_i32, to_i32, i32, I32);
     typed!(from_i64, to_i64, i64, I64);
 
+    /// Builds a tensor from raw little-endian bytes, unchecked: the host validates that
+    /// `product(shape) × element size == data.len()` and names the tensor if not.
+    pub fn from_bytes(shape: &[u32], ty: ElementType, data: Vec<u8>) -> Self {
+        Self { shape: shape.to_vec(), ty, data }
+    }
+
+    /// The raw little-endian bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
     /// The shape.
     pub fn shape(&self) -> &[u32] {
         &self.shape

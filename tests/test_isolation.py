@@ -1,0 +1,85 @@
+"""Hostile guests (tests/fixtures/hostile, one component per failure mode) cost only their own
+request, under concurrent load next to the well-behaved cifar10 function."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from conftest import ROOT, Spindle, png
+
+# mode: (status, text the answer must contain)
+FAILURES = {
+    "trap": (500, "component 'trap' trapped: wasm trap: wasm `unreachable` instruction executed"),
+    "panic": (500, "component 'panic' trapped"),
+    "stack-overflow": (500, "component 'stack-overflow' trapped"),
+    "infinite-loop": (504, "component 'infinite-loop' did not answer within its 1000 ms deadline"),
+    "memory-bomb": (500, "component 'memory-bomb' trapped"),
+    "lying-tensor": (200, "refused: model 'cifar10': compute failed (invalid-argument): tensor 'input': "
+                          "dimensions [1, 32, 32, 3] of fp32 need 12288 bytes, got 12"),
+    "huge-tensor": (200, "compute failed (too-large): tensor 'input' with dimensions [4294967295, 4294967295, 4]"),
+    "wrong-shape": (200, "input 'input': expected [batch, 32, 32, 3] fp32, got [1, 3, 32, 32] fp32"),
+    "bad-model": (200, "load failed (invalid-encoding): invalid model"),
+    "truncated-model": (200, "load failed (invalid-encoding): invalid model"),
+    "other-model": (200, "no model named 'not-mine' is mounted for this component"),
+}
+
+
+@pytest.fixture(scope="module")
+def fixtures():
+    server = Spindle(ROOT / "tests" / "fixtures" / "spin.toml")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("mode", FAILURES)
+def test_each_failure_gets_its_own_clear_answer(fixtures, mode):
+    status, text = FAILURES[mode]
+    r = requests.get(f"{fixtures.url}/hostile/{mode}", timeout=30)
+    assert r.status_code == status, r.text
+    assert text in r.text, r.text
+    assert fixtures.proc.poll() is None, "the host died"
+
+
+def test_guest_panics_are_logged(fixtures):
+    requests.get(f"{fixtures.url}/hostile/panic", timeout=30)
+    assert "hostile guest panics on purpose" in fixtures.stderr
+    assert "component=panic" in fixtures.stderr
+
+
+def test_failures_under_load_leave_the_good_function_correct(fixtures, heldout):
+    x, _, _ = heldout
+
+    def ask(body):
+        r = requests.post(f"{fixtures.url}/models/cifar10/classify", data=body, timeout=30)
+        return r.status_code, r.json() if r.status_code == 200 else r.text
+
+    bodies = [png(x[i]) for i in range(40)]
+    alone = [ask(body) for body in bodies]
+    assert all(status == 200 for status, _ in alone)
+
+    def good(i):
+        return ask(bodies[i]), alone[i]
+
+    def hostile(mode):
+        return mode, requests.get(f"{fixtures.url}/hostile/{mode}", timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bad = pool.map(hostile, list(FAILURES) * 2)
+        answers = list(pool.map(good, list(range(40)) * 2))
+        bad = list(bad)
+    wrong = [(i, got, want) for i, (got, want) in enumerate(answers) if got != want]
+    assert not wrong, wrong
+    assert sorted(bad) == sorted((m, FAILURES[m][0]) for m in list(FAILURES) * 2)
+    assert fixtures.proc.poll() is None
+
+
+def test_guests_see_only_their_grants(fixtures):
+    seen = requests.get(f"{fixtures.url}/p2/anything?q=1", timeout=30).json()
+    assert seen["world"] == "wasip2"
+    assert seen["path"] == "/p2/anything?q=1"
+    assert seen["greeting"] == "hello from a mounted file\n"
+    assert seen["read_outside"] is False
+    assert seen["env"] == {"GREETING_STYLE": "plain"}
