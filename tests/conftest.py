@@ -21,6 +21,7 @@ import dataset  # noqa: E402
 SPINDLE = ROOT / "target" / "release" / "spindle"
 CIFAR10_WASM = ROOT / "target" / "wasm32-wasip2" / "release" / "cifar10.wasm"
 MODEL = ROOT / "models" / "cifar10" / "model.onnx"
+TEST_CACHE = ROOT / "target" / "test-component-cache"
 
 
 class Spindle:
@@ -28,6 +29,8 @@ class Spindle:
 
     def __init__(self, manifest: Path, *args: str):
         assert SPINDLE.exists(), f"{SPINDLE} is missing: run scripts/test (it builds the host first)"
+        if "--no-cache" not in args and "--cache-dir" not in args:
+            args = ("--cache-dir", str(TEST_CACHE), *args)
         self.proc = subprocess.Popen(
             [str(SPINDLE), "up", "-f", str(manifest), "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

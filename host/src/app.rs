@@ -1,6 +1,7 @@
 //! An app, built once: engine, linker, one pre-instantiated component per manifest entry,
 //! their mounts and named models, and the shared graph cache. Requests only add a `Store`.
 
+use crate::cache::{self, ComponentCache};
 use crate::files::Mounts;
 use crate::instance::{InstanceState, OutboundPolicy};
 use crate::manifest::{ComponentId, Manifest, SpindleSettings};
@@ -9,11 +10,15 @@ use crate::nn::registry::{ComponentModels, GraphCache};
 use crate::nn::{self, NnCtx};
 use crate::routes::Router;
 use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::handler::ProxyPre;
@@ -27,25 +32,43 @@ pub struct HostOptions {
     /// Answer `load-by-name` (the default). Off, the host behaves like one without named
     /// graphs, so functions fall back to `load`ing their mounted model files.
     pub named_models: bool,
+    /// Where compiled components are kept between starts.
+    pub cache: ComponentCache,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        Self { named_models: true }
+        Self { named_models: true, cache: ComponentCache::disabled() }
     }
 }
 
 /// Host-wide limits; a component's `tool.spindle` settings override them.
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// Linear memory per instance.
     pub memory_bytes: usize,
+    /// Wall-clock deadline per request.
     pub timeout: Duration,
+    /// Largest request body accepted (413 above).
     pub max_body_bytes: usize,
+    /// How long a client may take to send its body (408 after).
+    pub body_timeout: Duration,
+    /// Requests a component runs at once.
+    pub max_concurrent: usize,
+    /// Requests that may wait for a slot; beyond that, 503 with `Retry-After`.
+    pub max_queued: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 256 << 20, timeout: Duration::from_secs(30), max_body_bytes: 32 << 20 }
+        Self {
+            memory_bytes: 256 << 20,
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 32 << 20,
+            body_timeout: Duration::from_secs(30),
+            max_concurrent: 32,
+            max_queued: 128,
+        }
     }
 }
 
@@ -54,37 +77,83 @@ impl Limits {
         Self {
             memory_bytes: settings.memory_limit_mib.map_or(self.memory_bytes, |m| (m as usize) << 20),
             timeout: settings.timeout_ms.map_or(self.timeout, Duration::from_millis),
-            max_body_bytes: self.max_body_bytes,
+            max_concurrent: settings.max_concurrent_requests.unwrap_or(self.max_concurrent).max(1),
+            max_queued: settings.max_queued_requests.unwrap_or(self.max_queued),
+            ..self.clone()
         }
     }
 }
 
-/// One component, ready to instantiate.
+/// One component: what it is granted, built once; its compiled form, built on first use.
 pub struct LoadedComponent {
     pub id: ComponentId,
-    pub pre: ProxyPre<InstanceState>,
+    pub source: PathBuf,
     pub mounts: Mounts,
     pub models: Arc<ComponentModels>,
     pub environment: Vec<(String, String)>,
     pub outbound: OutboundPolicy,
     pub limits: Limits,
+    pub admission: Admission,
+    pre: OnceCell<ProxyPre<InstanceState>>,
 }
+
+/// Bounded concurrency with a bounded queue.
+pub struct Admission {
+    running: Semaphore,
+    waiting: AtomicUsize,
+    max_queued: usize,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug)]
+pub struct QueueFull;
+
+impl Admission {
+    fn new(limits: &Limits) -> Self {
+        Self { running: Semaphore::new(limits.max_concurrent), waiting: AtomicUsize::new(0), max_queued: limits.max_queued }
+    }
+
+    /// Waits for a slot, or refuses at once when the queue is full.
+    pub async fn enter(&self) -> Result<SemaphorePermit<'_>, QueueFull> {
+        if let Ok(permit) = self.running.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(QueueFull);
+        }
+        let permit = self.running.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map_err(|_| QueueFull)
+    }
+}
+
+/// Compiled components shared between manifest entries with the same bytes.
+type CompiledComponents = Mutex<HashMap<[u8; 32], Component>>;
 
 /// The whole app.
 pub struct App {
     pub engine: Engine,
+    linker: Arc<Linker<InstanceState>>,
     pub router: Router,
     pub components: HashMap<ComponentId, Arc<LoadedComponent>>,
     pub graphs: Arc<GraphCache>,
+    cache: ComponentCache,
+    compiled: Arc<CompiledComponents>,
 }
 
 impl App {
-    /// Compiles and links every component of the manifest.
+    /// Validates the app and prepares every component's grants; compiles nothing yet.
     pub fn build(manifest: &Manifest, limits: &Limits, options: &HostOptions) -> Result<Self> {
-        let mut config = Config::new();
-        config.wasm_component_model_async(true).epoch_interruption(true);
-        let engine = Engine::new(&config)?;
-        let linker = linker(&engine)?;
+        let largest_memory = manifest
+            .app
+            .component
+            .keys()
+            .map(|id| limits.with(&manifest.spindle.get(id).cloned().unwrap_or_default()).memory_bytes)
+            .max()
+            .unwrap_or(limits.memory_bytes);
+        let engine = Engine::new(&engine_config(largest_memory))?;
+        let linker = Arc::new(linker(&engine)?);
         let router = Router::build(&manifest.app)?;
         let graphs = Arc::new(GraphCache::new(Arc::new(TractBackend)));
         let mut components = HashMap::new();
@@ -96,20 +165,6 @@ impl App {
                     source.display()
                 );
             }
-            let started = std::time::Instant::now();
-            let compiled = Component::from_file(&engine, &source)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("component '{id}': compiling {}", source.display()))?;
-            let pre = linker
-                .instantiate_pre(&compiled)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("component '{id}': linking imports"))?;
-            let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()) {
-                Ok(p3) => ProxyPre::P3(p3),
-                Err(_) => ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
-                    format!("component '{id}' exports neither wasi:http/handler@0.3 nor wasi:http/incoming-handler@0.2")
-                })?),
-            };
             let mounts = Mounts::prepare(manifest, id, component)?;
             let models = if options.named_models {
                 ComponentModels::from_mounted_files(mounts.files.iter().cloned())
@@ -117,27 +172,48 @@ impl App {
             } else {
                 ComponentModels::default()
             };
-            tracing::info!(
-                component = %id,
-                ms = started.elapsed().as_millis() as u64,
-                models = ?models.names().collect::<Vec<_>>(),
-                "component ready"
-            );
             let settings = manifest.spindle.get(id).cloned().unwrap_or_default();
+            let limits = limits.with(&settings);
             components.insert(
                 id.clone(),
                 Arc::new(LoadedComponent {
                     id: id.clone(),
-                    pre,
+                    source,
                     mounts,
                     models: Arc::new(models),
                     environment: component.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     outbound: OutboundPolicy::new(&component.allowed_outbound_hosts),
-                    limits: limits.with(&settings),
+                    admission: Admission::new(&limits),
+                    limits,
+                    pre: OnceCell::new(),
                 }),
             );
         }
-        Ok(Self { engine, router, components, graphs })
+        Ok(Self { engine, linker, router, components, graphs, cache: options.cache.clone(), compiled: Arc::default() })
+    }
+
+    /// Compiles every component and loads every named model now, instead of on first use.
+    pub async fn preload(&self) -> Result<()> {
+        for component in self.components.values() {
+            self.instance_pre(component).await?;
+            for name in component.models.names() {
+                component.models.load(name, &self.graphs).await.with_context(|| format!("component '{}'", component.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The component's pre-instance, compiling (or loading from the cache) on first use.
+    pub async fn instance_pre<'a>(&self, component: &'a LoadedComponent) -> Result<&'a ProxyPre<InstanceState>> {
+        component
+            .pre
+            .get_or_try_init(|| async {
+                let (engine, linker, cache, compiled) =
+                    (self.engine.clone(), self.linker.clone(), self.cache.clone(), self.compiled.clone());
+                let (id, source) = (component.id.clone(), component.source.clone());
+                tokio::task::spawn_blocking(move || prepare(&engine, &linker, &cache, &compiled, &id, &source)).await?
+            })
+            .await
     }
 
     /// A fresh store for one request to `component`: only its mounts, environment and models.
@@ -161,6 +237,58 @@ impl App {
         store.epoch_deadline_async_yield_and_update(1);
         Ok(store)
     }
+}
+
+fn engine_config(max_memory_bytes: usize) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.max_memory_size(max_memory_bytes);
+    let mut config = Config::new();
+    config
+        .wasm_component_model_async(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// Compiles (or loads from the cache) one component and links it.
+fn prepare(
+    engine: &Engine,
+    linker: &Linker<InstanceState>,
+    cache: &ComponentCache,
+    compiled: &CompiledComponents,
+    id: &ComponentId,
+    source: &std::path::Path,
+) -> Result<ProxyPre<InstanceState>> {
+    let started = std::time::Instant::now();
+    let wasm = std::fs::read(source).with_context(|| format!("component '{id}': reading {}", source.display()))?;
+    let digest: [u8; 32] = Sha256::digest(&wasm).into();
+    let shared = compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
+    let (component, outcome) = match shared {
+        Some(component) => (component, "shared"),
+        None => {
+            let (component, outcome) = cache
+                .load(engine, &wasm)
+                .with_context(|| format!("component '{id}': compiling {}", source.display()))?;
+            compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, component.clone());
+            (component, match outcome {
+                cache::Outcome::Hit => "cache hit",
+                cache::Outcome::Compiled => "compiled",
+                cache::Outcome::Rebuilt => "rebuilt (bad cache entry)",
+            })
+        }
+    };
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("component '{id}': linking imports"))?;
+    let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()) {
+        Ok(p3) => ProxyPre::P3(p3),
+        Err(_) => ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+            format!("component '{id}' exports neither wasi:http/handler@0.3 nor wasi:http/incoming-handler@0.2")
+        })?),
+    };
+    tracing::info!(component = %id, how = outcome, ms = started.elapsed().as_millis() as u64, "component ready");
+    Ok(pre)
 }
 
 fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {

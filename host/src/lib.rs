@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod builder;
+pub mod cache;
 pub mod files;
 pub mod instance;
 pub mod manifest;

@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use spindle::app::{App, HostOptions, Limits};
+use spindle::cache::ComponentCache;
 use spindle::manifest::Manifest;
 use spindle::server::Server;
 use std::net::SocketAddr;
@@ -36,6 +37,24 @@ enum Command {
         /// Largest request body accepted, in bytes (larger gets 413).
         #[arg(long, default_value_t = 32 << 20)]
         max_body_bytes: usize,
+        /// Requests each component runs at once.
+        #[arg(long, default_value_t = 32)]
+        max_concurrent: usize,
+        /// Requests that may wait per component before new ones get 503.
+        #[arg(long, default_value_t = 128)]
+        max_queued: usize,
+        /// Seconds a client may take to send its request body (408 after).
+        #[arg(long, default_value_t = 30)]
+        body_timeout_s: u64,
+        /// Where compiled components are cached [default: $XDG_CACHE_HOME/spindle or ~/.cache/spindle].
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Compile every component at start, ignoring and not writing the cache.
+        #[arg(long, conflicts_with = "cache_dir")]
+        no_cache: bool,
+        /// Compile components and load their models before listening, instead of on first use.
+        #[arg(long)]
+        preload: bool,
         /// Behave like a host without named graphs: `load-by-name` finds nothing, so
         /// functions load their mounted model files themselves.
         #[arg(long)]
@@ -59,7 +78,17 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Build { manifest } => spindle::builder::build_all(&Manifest::load(&manifest)?),
-        Command::Up { manifest, listen, build, memory_limit_mib, timeout_ms, max_body_bytes, no_named_models } => {
+        Command::Up { manifest, listen, build, memory_limit_mib,
+            timeout_ms,
+            max_body_bytes,
+            max_concurrent,
+            max_queued,
+            body_timeout_s,
+            cache_dir,
+            no_cache,
+            preload,
+            no_named_models,
+        } => {
             let manifest = Manifest::load(&manifest)?;
             if build {
                 spindle::builder::build_all(&manifest)?;
@@ -68,9 +97,21 @@ fn main() -> Result<()> {
                 memory_bytes: (memory_limit_mib as usize) << 20,
                 timeout: std::time::Duration::from_millis(timeout_ms),
                 max_body_bytes,
+                body_timeout: std::time::Duration::from_secs(body_timeout_s),
+                max_concurrent,
+                max_queued,
             };
+            let cache = if no_cache {
+                ComponentCache::disabled()
+            } else {
+                ComponentCache::at(cache_dir.unwrap_or_else(ComponentCache::default_dir))
+            };
+            let options = HostOptions { named_models: !no_named_models, cache };
             tokio::runtime::Runtime::new()?.block_on(async {
-                let app = App::build(&manifest, &limits, &HostOptions { named_models: !no_named_models })?;
+                let app = App::build(&manifest, &limits, &options)?;
+                if preload {
+                    app.preload().await?;
+                }
                 let server = Server::bind(app, listen).await?;
                 let addr = server.local_addr()?;
                 println!("Serving http://{addr}");

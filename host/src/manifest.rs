@@ -160,6 +160,12 @@ pub struct SpindleSettings {
     /// Wall-clock deadline per request, in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Requests this component runs at once.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+    /// Requests that may wait for a slot before new ones get 503.
+    #[serde(default)]
+    pub max_queued_requests: Option<usize>,
 }
 
 /// A component id: lowercase words of letters and digits joined by `-` or `_` (Spin's rule).

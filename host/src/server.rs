@@ -97,12 +97,19 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, client: SocketAddr) -> Re
     if declared.is_some_and(|n| n > limit as u64) {
         return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the {limit}-byte limit"));
     }
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let body_timeout = component.limits.body_timeout;
+    let body = match tokio::time::timeout(body_timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} ms", body_timeout.as_millis()),
+            );
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the {limit}-byte limit"));
         }
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
+        Ok(Err(e)) => return json_error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
     };
 
     let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned();
@@ -126,6 +133,17 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, client: SocketAddr) -> Re
     }
     let request = Request::from_parts(parts, Full::new(body));
 
+    let Ok(_slot) = component.admission.enter().await else {
+        let mut response = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "component '{}' is at its limit of {} running and {} queued requests; retry shortly",
+                component.id, component.limits.max_concurrent, component.limits.max_queued
+            ),
+        );
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     let deadline = component.limits.timeout;
     match tokio::time::timeout(deadline, run_guest(&app, &component, request)).await {
         Ok(Ok(response)) => response,
@@ -149,8 +167,9 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, client: SocketAddr) -> Re
 
 /// Instantiates the component in a fresh store, runs its handler and collects the response.
 async fn run_guest(app: &App, component: &LoadedComponent, request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>> {
+    let pre = app.instance_pre(component).await?;
     let mut store = app.new_store(component)?;
-    let proxy = component.pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating")?;
+    let proxy = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating")?;
     let request = request.map(|body| body.map_err(|never| match never {}).boxed_unsync());
     let (tx, rx) = futures::channel::oneshot::channel();
     let prepared = Prepared::new(store.as_context_mut(), &proxy, request, InstanceState::http, tx)?;
