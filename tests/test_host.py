@@ -93,3 +93,70 @@ def test_a_missing_build_says_how_to_build(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "spindle build" in run.stderr
 
+
+
+def wait_for(predicate, seconds=5.0):
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_compiled_components_are_cached_and_bad_entries_rebuilt(tmp_path, heldout):
+    x, y, names = heldout
+    cache = tmp_path / "cache"
+
+    def start_and_classify():
+        server = Spindle(ROOT / "spin.toml", "--cache-dir", str(cache))
+        try:
+            r = requests.post(f"{server.url}{CLASSIFY}", data=png(x[0]), timeout=30)
+            assert r.json()[0]["label"] == names[y[0]]
+        finally:
+            server.stop()
+        return server.stderr
+
+    assert 'how="compiled"' in start_and_classify()
+    assert 'how="cache hit"' in start_and_classify()
+    (entry,) = cache.glob("*.cwasm")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    assert 'how="rebuilt (bad cache entry)"' in start_and_classify()
+    entry.write_bytes(b"")
+    assert 'how="rebuilt (bad cache entry)"' in start_and_classify()
+    assert 'how="cache hit"' in start_and_classify()
+
+
+def test_components_load_lazily_unless_preloaded(heldout):
+    x, _, _ = heldout
+    lazy = Spindle(ROOT / "spin.toml")
+    try:
+        assert not wait_for(lambda: "component ready" in lazy.stderr, 0.5)
+        requests.post(f"{lazy.url}{CLASSIFY}", data=png(x[0]), timeout=30)
+        assert wait_for(lambda: "component ready" in lazy.stderr and "compiled model graph" in lazy.stderr)
+    finally:
+        lazy.stop()
+    eager = Spindle(ROOT / "spin.toml", "--preload")
+    try:
+        assert wait_for(lambda: "component ready" in eager.stderr and "compiled model graph" in eager.stderr, 1)
+    finally:
+        eager.stop()
+
+
+def test_a_client_that_never_finishes_its_body_gets_408():
+    import socket
+
+    server = Spindle(ROOT / "spin.toml", "--body-timeout-s", "1")
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /models/cifar10/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            answer = s.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert "did not arrive within 1000 ms" in answer
+    finally:
+        server.stop()

@@ -83,3 +83,19 @@ def test_guests_see_only_their_grants(fixtures):
     assert seen["greeting"] == "hello from a mounted file\n"
     assert seen["read_outside"] is False
     assert seen["env"] == {"GREETING_STYLE": "plain"}
+
+
+def test_outbound_http_is_denied_without_a_grant(fixtures):
+    r = requests.get(f"{fixtures.url}/hostile/outbound", timeout=30)
+    assert r.status_code == 200 and "HttpRequestDenied" in r.text, r.text
+
+
+def test_a_full_queue_answers_503_with_retry_after(fixtures):
+    # `sleepy` runs one request at a time and queues one; it busy-waits 1.5 s per request.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: requests.get(f"{fixtures.url}/hostile/sleepy", timeout=30), range(4)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 200, 503, 503], statuses
+    refused = [a for a in answers if a.status_code == 503]
+    assert all(a.headers["retry-after"] == "1" for a in refused)
+    assert "at its limit of 1 running and 1 queued requests" in refused[0].json()["error"]
