@@ -6,7 +6,7 @@ use crate::files::Mounts;
 use crate::instance::{InstanceState, OutboundPolicy};
 use crate::manifest::{ComponentId, Manifest, SpindleSettings};
 use crate::nn::backend::tract::TractBackend;
-use crate::nn::registry::{ComponentModels, GraphCache};
+use crate::nn::registry::{ComponentModels, GraphCache, InferencePool};
 use crate::nn::{self, NnCtx};
 use crate::routes::Router;
 use anyhow::{Context, Result, bail};
@@ -155,7 +155,7 @@ impl App {
         let engine = Engine::new(&engine_config(largest_memory))?;
         let linker = Arc::new(linker(&engine)?);
         let router = Router::build(&manifest.app)?;
-        let graphs = Arc::new(GraphCache::new(Arc::new(TractBackend)));
+        let graphs = Arc::new(GraphCache::new(Arc::new(TractBackend), Arc::new(InferencePool::sized_to_machine())));
         let mut components = HashMap::new();
         for (id, component) in &manifest.app.component {
             let source = manifest.resolve(&component.source);

@@ -3,7 +3,7 @@
 use super::NnView;
 use super::backend::{self, BackendError, ElementType, Graph, Tensor};
 use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType, errors, graph, inference, tensor};
-use super::registry::{LoadByNameError, blocking};
+use super::registry::LoadByNameError;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -100,7 +100,7 @@ impl NnView<'_> {
             .into_iter()
             .map(|(name, t)| Ok((name, self.table.delete(t)?)))
             .collect::<NnResult<Vec<_>>>()?;
-        let outputs = blocking(move || backend::compute(graph.as_ref(), inputs)).await?;
+        let outputs = self.ctx.cache.pool().run(move || backend::compute(graph.as_ref(), inputs)).await?;
         outputs
             .into_iter()
             .map(|(name, t)| Ok((name, self.table.push(t)?)))

@@ -17,13 +17,19 @@ type Slot = Arc<OnceCell<Arc<dyn Graph>>>;
 /// Compiled graphs keyed by the SHA-256 of their bytes.
 pub struct GraphCache {
     backend: Arc<dyn Backend>,
+    pool: Arc<InferencePool>,
     graphs: Mutex<HashMap<[u8; 32], Slot>>,
     compiles: AtomicUsize,
 }
 
 impl GraphCache {
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend, graphs: Mutex::default(), compiles: AtomicUsize::new(0) }
+    pub fn new(backend: Arc<dyn Backend>, pool: Arc<InferencePool>) -> Self {
+        Self { backend, pool, graphs: Mutex::default(), compiles: AtomicUsize::new(0) }
+    }
+
+    /// The pool compiles and computes run on.
+    pub fn pool(&self) -> &InferencePool {
+        &self.pool
     }
 
     /// The engine graphs are compiled with.
@@ -41,13 +47,13 @@ impl GraphCache {
     pub async fn get_or_compile(&self, model: Arc<[u8]>) -> Result<Arc<dyn Graph>, BackendError> {
         let digest = {
             let model = model.clone();
-            blocking(move || Ok(<[u8; 32]>::from(Sha256::digest(&model)))).await?
+            self.pool.run(move || Ok(<[u8; 32]>::from(Sha256::digest(&model)))).await?
         };
         let slot = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry(digest).or_default().clone();
         slot.get_or_try_init(|| async {
             let backend = self.backend.clone();
             let started = std::time::Instant::now();
-            let graph = blocking(move || backend::load(backend.as_ref(), &model)).await?;
+            let graph = self.pool.run(move || backend::load(backend.as_ref(), &model)).await?;
             self.compiles.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 engine = self.backend.name(),
@@ -62,13 +68,38 @@ impl GraphCache {
     }
 }
 
-/// Runs CPU-bound engine work on tokio's blocking pool, not on the request workers.
-pub async fn blocking<R: Send + 'static>(
-    work: impl FnOnce() -> Result<R, BackendError> + Send + 'static,
-) -> Result<R, BackendError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| BackendError::Runtime(format!("inference task failed: {e}")))?
+/// Where engine work runs: off the async workers that serve HTTP, at most one job per core at a
+/// time, so a burst of requests queues here instead of oversubscribing the machine.
+pub struct InferencePool {
+    permits: tokio::sync::Semaphore,
+    size: usize,
+}
+
+impl InferencePool {
+    /// One slot per available core.
+    pub fn sized_to_machine() -> Self {
+        Self::with_size(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn with_size(size: usize) -> Self {
+        Self { permits: tokio::sync::Semaphore::new(size.max(1)), size: size.max(1) }
+    }
+
+    /// How many jobs run at once.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Runs CPU-bound engine work on a blocking thread once a slot is free.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<R, BackendError> + Send + 'static,
+    ) -> Result<R, BackendError> {
+        let _slot = self.permits.acquire().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| BackendError::Runtime(format!("inference task failed: {e}")))?
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -168,6 +199,42 @@ mod tests {
         assert_eq!(model_name("/models/cifar10/model.onnx").as_deref(), Some("cifar10"));
         assert_eq!(model_name("/models/mnist.onnx").as_deref(), Some("mnist"));
         assert_eq!(model_name("/models/cifar10/labels.txt"), None);
+    }
+
+    fn cifar10_bytes() -> Arc<[u8]> {
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/cifar10/model.onnx")).unwrap().into()
+    }
+
+    #[tokio::test]
+    async fn same_bytes_compile_once_and_share_one_graph() {
+        let cache = GraphCache::new(Arc::new(crate::nn::backend::tract::TractBackend), Arc::new(InferencePool::with_size(2)));
+        let (a, b) = tokio::join!(cache.get_or_compile(cifar10_bytes()), cache.get_or_compile(cifar10_bytes()));
+        assert!(Arc::ptr_eq(&a.unwrap(), &b.unwrap()));
+        assert_eq!(cache.compiles(), 1);
+        let garbage = cache.get_or_compile(Arc::from(&b"not a model"[..])).await;
+        assert!(matches!(garbage, Err(BackendError::InvalidModel(_))));
+    }
+
+    #[tokio::test]
+    async fn compute_checks_inputs_against_the_model() {
+        use crate::nn::backend::{ElementType, Tensor, compute};
+        let cache = GraphCache::new(Arc::new(crate::nn::backend::tract::TractBackend), Arc::new(InferencePool::with_size(1)));
+        let graph = cache.get_or_compile(cifar10_bytes()).await.unwrap();
+        let input = |dims: Vec<u32>, len: usize| Tensor { dims, ty: ElementType::F32, data: vec![0; len] };
+        let out = compute(graph.as_ref(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))]).unwrap();
+        assert_eq!(out[0].0, "probabilities");
+        assert_eq!(out[0].1.dims, vec![2, 10]);
+        let probs: Vec<f32> = out[0].1.data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert!((probs[..10].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        for (inputs, message) in [
+            (vec![("input".to_string(), input(vec![1, 3, 32, 32], 3072 * 4))], "expected [batch, 32, 32, 3] fp32, got [1, 3, 32, 32] fp32"),
+            (vec![("pixels".to_string(), input(vec![1, 32, 32, 3], 3072 * 4))], "unknown input 'pixels'; the model takes 'input' [batch, 32, 32, 3] fp32"),
+            (vec![("input".to_string(), input(vec![1, 32, 32, 3], 7))], "need 12288 bytes, got 7"),
+            (vec![], "missing input 'input'"),
+        ] {
+            let err = compute(graph.as_ref(), inputs).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
     }
 
     #[test]
