@@ -219,6 +219,8 @@ impl App {
     /// A fresh store for one request to `component`: only its mounts, environment and models.
     pub fn new_store(&self, component: &LoadedComponent) -> Result<Store<InstanceState>> {
         let mut wasi = WasiCtxBuilder::new();
+        // Mounted files are small local reads: do them on this thread, not via a blocking-pool hop.
+        wasi.allow_blocking_current_thread(true);
         component.mounts.apply(&mut wasi)?;
         wasi.envs(&component.environment).inherit_stderr();
         let state = InstanceState {
