@@ -19,7 +19,9 @@ use spindle_sdk::{ErrorKind, Model, Tensor};
 const MODEL: &str = "cifar10";
 const INPUT: &str = "input";
 const OUTPUT: &str = "probabilities";
-const LABELS_PATH: &str = "/models/cifar10/labels.txt";
+/// The label of each output, in order. Compiled in: the labels are part of this function's API,
+/// and a per-request file read would cost more than the rest of the answer's formatting.
+const LABELS: &str = include_str!("../../../models/cifar10/labels.txt");
 const DEFAULT_TOP_K: usize = 5;
 
 /// One answer: a label and its probability.
@@ -108,16 +110,14 @@ pub fn predict(pixels: &[f32], k: usize) -> Result<Vec<Prediction>, spindle_sdk:
         .into_iter()
         .take(k)
         .map(|(i, probability)| Prediction {
-            label: labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+            label: labels.get(i).map_or_else(|| i.to_string(), |l| (*l).to_owned()),
             probability,
         })
         .collect())
 }
 
-fn labels() -> Vec<String> {
-    std::fs::read_to_string(LABELS_PATH)
-        .map(|text| text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
-        .unwrap_or_default()
+fn labels() -> Vec<&'static str> {
+    LABELS.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
 }
 
 fn describe() -> Response<String> {

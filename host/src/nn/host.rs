@@ -100,7 +100,18 @@ impl NnView<'_> {
             .into_iter()
             .map(|(name, t)| Ok((name, self.table.delete(t)?)))
             .collect::<NnResult<Vec<_>>>()?;
-        let outputs = self.ctx.cache.pool().run(move || backend::compute(graph.as_ref(), inputs)).await?;
+        let queued = std::time::Instant::now();
+        let outputs = self
+            .ctx
+            .cache
+            .pool()
+            .run(move || {
+                let started = std::time::Instant::now();
+                backend::compute(graph.as_ref(), inputs).map(|o| (o, started.elapsed()))
+            })
+            .await;
+        let (outputs, engine_time) = outputs?;
+        tracing::debug!(engine_us = engine_time.as_micros() as u64, total_us = queued.elapsed().as_micros() as u64, "compute");
         outputs
             .into_iter()
             .map(|(name, t)| Ok((name, self.table.push(t)?)))

@@ -68,8 +68,8 @@ impl GraphCache {
     }
 }
 
-/// Where engine work runs: off the async workers that serve HTTP, at most one job per core at a
-/// time, so a burst of requests queues here instead of oversubscribing the machine.
+/// Where engine work runs: never on a thread that is serving HTTP, and at most one job per core
+/// at a time, so a burst of requests queues here instead of oversubscribing the machine.
 pub struct InferencePool {
     permits: tokio::sync::Semaphore,
     size: usize,
@@ -96,6 +96,11 @@ impl InferencePool {
         work: impl FnOnce() -> Result<R, BackendError> + Send + 'static,
     ) -> Result<R, BackendError> {
         let _slot = self.permits.acquire().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
+        // On the multi-threaded runtime the calling worker becomes the inference thread and
+        // hands its queued tasks to another worker: no thread hop, and I/O keeps flowing.
+        if tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread) {
+            return tokio::task::block_in_place(work);
+        }
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| BackendError::Runtime(format!("inference task failed: {e}")))?
