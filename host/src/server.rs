@@ -56,6 +56,9 @@ impl Server {
                     continue;
                 }
             };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(%client, "TCP_NODELAY: {e}");
+            }
             let app = self.app.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
