@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 
 import numpy as np
 
 from conftest import ROOT, dataset
 
 import train  # noqa: E402  (models/cifar10 is on sys.path via conftest)
+
+sys.path.insert(0, str(ROOT / "models"))
 
 
 def write_cifar_batch(path, images_hwc, labels):
@@ -102,3 +105,10 @@ def test_shipped_model_matches_its_metrics():
     metrics = json.loads((ROOT / "models/cifar10/metrics.json").read_text())
     assert metrics["heldout_images"] == 360
     assert metrics["heldout_top1_accuracy"] > 0.95
+
+
+def test_declared_description_matches_the_onnx_file():
+    import describe
+
+    declared = json.loads((ROOT / "models/cifar10/model.json").read_text())
+    assert declared == describe.describe(ROOT / "models/cifar10/model.onnx", "cifar10", train.MAX_BATCH_SIZE)

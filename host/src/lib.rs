@@ -10,5 +10,6 @@ pub mod files;
 pub mod instance;
 pub mod manifest;
 pub mod nn;
+pub mod protocol;
 pub mod routes;
 pub mod server;

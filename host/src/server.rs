@@ -88,6 +88,9 @@ pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Respon
 
 async fn handle(app: Arc<App>, req: Request<Incoming>, client: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
+    if let Some(response) = crate::protocol::serve(&app, req.method(), &path) {
+        return response;
+    }
     let Some(matched) = app.router.route(&path) else {
         return json_error(StatusCode::NOT_FOUND, format!("no route matches {path}"));
     };

@@ -8,12 +8,16 @@
 //!   in [0, 1]; answers the top-k labels with probabilities, best first.
 //! - `GET /models/cifar10` describes the model.
 //!
+//! - the Open Inference Protocol (KServe v2) under `/v2/models/cifar10/...`, from the model's
+//!   declared description `models/cifar10/model.json` (see `spindle_sdk::oip`).
+//!
 //! Every bad request gets a 4xx with `{"error": "..."}` saying what was wrong.
 
 mod input;
 
 use input::{InputError, MODEL_SHAPE};
 use spin_sdk::http::{IntoResponse, Method, Request, Response, StatusCode, body::IncomingBodyExt};
+use spindle_sdk::oip::Body;
 use spindle_sdk::{ErrorKind, Model, Tensor};
 
 const MODEL: &str = "cifar10";
@@ -23,6 +27,8 @@ const OUTPUT: &str = "probabilities";
 /// and a per-request file read would cost more than the rest of the answer's formatting.
 const LABELS: &str = include_str!("../../../models/cifar10/labels.txt");
 const DEFAULT_TOP_K: usize = 5;
+/// The model's declared description, written by its pipeline (`models/describe.py`).
+const MODEL_CONFIG: &str = include_str!("../../../models/cifar10/model.json");
 
 /// One answer: a label and its probability.
 #[derive(serde::Serialize)]
@@ -33,6 +39,30 @@ pub struct Prediction {
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> impl IntoResponse {
+    if req.uri().path().starts_with("/v2/models/") {
+        return open_inference_protocol(req).await;
+    }
+    friendly(req).await.map(Body::from)
+}
+
+async fn open_inference_protocol(req: Request) -> Response<Body> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
+    let body = match req.into_body().bytes().await {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")).map(Body::from),
+    };
+    let models = match spindle_sdk::oip::ModelConfig::from_json(MODEL_CONFIG) {
+        Ok(config) => [config],
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e).map(Body::from),
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    spindle_sdk::oip::serve(&method, &path, header, &body, &models)
+        .unwrap_or_else(|| error(StatusCode::NOT_FOUND, format!("no such endpoint {path}")).map(Body::from))
+}
+
+async fn friendly(req: Request) -> Response<String> {
     let path = path_info(&req);
     let req_path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();

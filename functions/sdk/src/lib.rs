@@ -18,6 +18,7 @@ pub mod form;
 #[cfg(feature = "image")]
 pub mod image;
 pub mod json_tensor;
+pub mod oip;
 mod tensor;
 
 pub use error::{Error, ErrorKind};
