@@ -227,3 +227,40 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine that panics on every call, as a buggy engine meets malformed model bytes.
+    struct Panicking;
+
+    impl Backend for Panicking {
+        fn name(&self) -> &'static str {
+            "panicking"
+        }
+        fn load(&self, _: &[u8]) -> Result<Arc<dyn Graph>, BackendError> {
+            panic!("engine bug while parsing")
+        }
+    }
+
+    impl Graph for Panicking {
+        fn inputs(&self) -> &[TensorSpec] {
+            &[]
+        }
+        fn outputs(&self) -> &[TensorSpec] {
+            &[]
+        }
+        fn run(&self, _: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+            panic!("engine bug while computing")
+        }
+    }
+
+    #[test]
+    fn engine_panics_become_errors() {
+        let err = load(&Panicking, b"model").err().expect("refused");
+        assert!(matches!(&err, BackendError::InvalidModel(m) if m.contains("engine panicked: engine bug while parsing")), "{err}");
+        let err = compute(&Panicking, vec![]).unwrap_err();
+        assert!(matches!(&err, BackendError::Runtime(m) if m.contains("engine bug while computing")), "{err}");
+    }
+}
