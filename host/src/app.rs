@@ -5,7 +5,7 @@ use crate::cache::{self, ComponentCache};
 use crate::files::Mounts;
 use crate::instance::{InstanceState, OutboundPolicy};
 use crate::manifest::{ComponentId, Manifest, SpindleSettings};
-use crate::nn::backend::tract::TractBackend;
+use crate::nn::policy::{DeviceChoice, EngineChoice, Engines, Placement};
 use crate::nn::registry::{ComponentModels, GraphCache, InferencePool};
 use crate::nn::{self, NnCtx};
 use crate::routes::Router;
@@ -34,11 +34,23 @@ pub struct HostOptions {
     pub named_models: bool,
     /// Where compiled components are kept between starts.
     pub cache: ComponentCache,
+    /// Default engine for components that do not choose.
+    pub engine: EngineChoice,
+    /// Default device for components that do not choose.
+    pub device: DeviceChoice,
+    /// `--onnxruntime PATH`: the ONNX Runtime shared library.
+    pub onnxruntime: Option<PathBuf>,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        Self { named_models: true, cache: ComponentCache::disabled() }
+        Self {
+            named_models: true,
+            cache: ComponentCache::disabled(),
+            engine: EngineChoice::Auto,
+            device: DeviceChoice::Auto,
+            onnxruntime: None,
+        }
     }
 }
 
@@ -94,6 +106,8 @@ pub struct LoadedComponent {
     pub outbound: OutboundPolicy,
     pub limits: Limits,
     pub admission: Admission,
+    /// The engine and device its models run on.
+    pub placement: Placement,
     pre: OnceCell<ProxyPre<InstanceState>>,
 }
 
@@ -138,6 +152,7 @@ pub struct App {
     pub router: Router,
     pub components: HashMap<ComponentId, Arc<LoadedComponent>>,
     pub graphs: Arc<GraphCache>,
+    pub engines: Engines,
     cache: ComponentCache,
     compiled: Arc<CompiledComponents>,
 }
@@ -155,7 +170,8 @@ impl App {
         let engine = Engine::new(&engine_config(largest_memory))?;
         let linker = Arc::new(linker(&engine)?);
         let router = Router::build(&manifest.app)?;
-        let graphs = Arc::new(GraphCache::new(Arc::new(TractBackend), Arc::new(InferencePool::sized_to_machine())));
+        let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine())));
+        let engines = Engines::probe(options.onnxruntime.as_deref());
         let mut components = HashMap::new();
         for (id, component) in &manifest.app.component {
             let source = manifest.resolve(&component.source);
@@ -174,6 +190,10 @@ impl App {
             };
             let settings = manifest.spindle.get(id).cloned().unwrap_or_default();
             let limits = limits.with(&settings);
+            let placement = engines
+                .place(settings.engine.unwrap_or(options.engine), settings.device.unwrap_or(options.device))
+                .map_err(|e| anyhow::anyhow!("component '{id}': {e}"))?;
+            tracing::info!(component = %id, engine = placement.backend.name(), device = placement.device, "models placed: {}", placement.reason);
             components.insert(
                 id.clone(),
                 Arc::new(LoadedComponent {
@@ -184,12 +204,13 @@ impl App {
                     environment: component.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     outbound: OutboundPolicy::new(&component.allowed_outbound_hosts),
                     admission: Admission::new(&limits),
+                    placement,
                     limits,
                     pre: OnceCell::new(),
                 }),
             );
         }
-        Ok(Self { engine, linker, router, components, graphs, cache: options.cache.clone(), compiled: Arc::default() })
+        Ok(Self { engine, linker, router, components, graphs, engines, cache: options.cache.clone(), compiled: Arc::default() })
     }
 
     /// Compiles every component and loads every named model now, instead of on first use.
@@ -197,7 +218,11 @@ impl App {
         for component in self.components.values() {
             self.instance_pre(component).await?;
             for name in component.models.names() {
-                component.models.load(name, &self.graphs).await.with_context(|| format!("component '{}'", component.id))?;
+                component
+                    .models
+                    .load(name, &self.graphs, &component.placement.backend)
+                    .await
+                    .with_context(|| format!("component '{}'", component.id))?;
             }
         }
         Ok(())
@@ -228,7 +253,7 @@ impl App {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             outbound: component.outbound.clone(),
-            nn: NnCtx { models: component.models.clone(), cache: self.graphs.clone() },
+            nn: NnCtx { models: component.models.clone(), cache: self.graphs.clone(), placement: component.placement.clone() },
             limits: StoreLimitsBuilder::new().memory_size(component.limits.memory_bytes).build(),
         };
         let mut store = Store::new(&self.engine, state);

@@ -2,6 +2,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use spindle::app::{App, HostOptions, Limits};
 use spindle::cache::ComponentCache;
+use spindle::nn::policy::{DeviceChoice, EngineChoice};
 use spindle::manifest::Manifest;
 use spindle::server::Server;
 use std::net::SocketAddr;
@@ -55,6 +56,16 @@ enum Command {
         /// Compile components and load their models before listening, instead of on first use.
         #[arg(long)]
         preload: bool,
+        /// Inference engine for components that do not choose one.
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        /// Device for components that do not choose one.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// The ONNX Runtime shared library [default: $ORT_DYLIB_PATH, or found in the active
+        /// Python's onnxruntime package].
+        #[arg(long, value_name = "PATH")]
+        onnxruntime: Option<PathBuf>,
         /// Behave like a host without named graphs: `load-by-name` finds nothing, so
         /// functions load their mounted model files themselves.
         #[arg(long)]
@@ -87,6 +98,9 @@ fn main() -> Result<()> {
             cache_dir,
             no_cache,
             preload,
+            engine,
+            device,
+            onnxruntime,
             no_named_models,
         } => {
             let manifest = Manifest::load(&manifest)?;
@@ -106,7 +120,7 @@ fn main() -> Result<()> {
             } else {
                 ComponentCache::at(cache_dir.unwrap_or_else(ComponentCache::default_dir))
             };
-            let options = HostOptions { named_models: !no_named_models, cache };
+            let options = HostOptions { named_models: !no_named_models, cache, engine, device, onnxruntime };
             tokio::runtime::Runtime::new()?.block_on(async {
                 let app = App::build(&manifest, &limits, &options)?;
                 if preload {
@@ -114,6 +128,16 @@ fn main() -> Result<()> {
                 }
                 let server = Server::bind(app, listen).await?;
                 let addr = server.local_addr()?;
+                println!("Engines:");
+                for (engine, device, status) in server.app().engines.table() {
+                    println!("  {engine:<12} {device:<4} {status}");
+                }
+                println!("Components:");
+                let mut components: Vec<_> = server.app().components.values().collect();
+                components.sort_by(|a, b| a.id.cmp(&b.id));
+                for c in components {
+                    println!("  {:<16} {} on {}: {}", c.id.as_str(), c.placement.backend.name(), c.placement.device, c.placement.reason);
+                }
                 println!("Serving http://{addr}");
                 for (route, component) in server.routes() {
                     println!("  http://{addr}{route} -> {component}");

@@ -166,6 +166,12 @@ pub struct SpindleSettings {
     /// Requests that may wait for a slot before new ones get 503.
     #[serde(default)]
     pub max_queued_requests: Option<usize>,
+    /// Inference engine: `auto`, `tract` or `onnxruntime`.
+    #[serde(default)]
+    pub engine: Option<crate::nn::policy::EngineChoice>,
+    /// Device: `auto`, `cpu` or `gpu`.
+    #[serde(default)]
+    pub device: Option<crate::nn::policy::DeviceChoice>,
 }
 
 /// A component id: lowercase words of letters and digits joined by `-` or `_` (Spin's rule).

@@ -50,8 +50,14 @@ fn index(app: &App) -> Vec<serde_json::Value> {
     names
         .into_iter()
         .map(|name| {
-            let component = app.router.route(&format!("/v2/models/{name}")).map(|m| m.component.to_string());
-            json!({"name": name, "state": "READY", "component": component})
+            let component = app.router.route(&format!("/v2/models/{name}")).and_then(|m| app.components.get(m.component));
+            json!({
+                "name": name,
+                "state": "READY",
+                "component": component.map(|c| c.id.to_string()),
+                "engine": component.map(|c| c.placement.backend.name()),
+                "device": component.map(|c| c.placement.device),
+            })
         })
         .collect()
 }

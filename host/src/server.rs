@@ -33,6 +33,11 @@ impl Server {
         Ok(Self { app: Arc::new(app), listener })
     }
 
+    /// The app being served.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
     pub fn local_addr(&self) -> Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
     }

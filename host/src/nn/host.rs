@@ -80,17 +80,17 @@ impl NnView<'_> {
                 format!("graph encoding {encoding:?} is not supported; this host runs ONNX"),
             ));
         }
-        check_target(target)?;
+        self.check_target(target)?;
         let [model]: [Vec<u8>; 1] = builders.try_into().map_err(|b: Vec<Vec<u8>>| {
             NnError::new(ErrorCode::InvalidArgument, format!("an ONNX graph is one buffer, got {}", b.len()))
         })?;
-        let graph = self.ctx.cache.get_or_compile(model.into()).await?;
+        let graph = self.ctx.cache.get_or_compile(model.into(), &self.ctx.placement.backend).await?;
         Ok(self.table.push(GraphResource(graph))?)
     }
 
     async fn load_named(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
         let models = self.ctx.models.clone();
-        let graph = models.load(&name, &self.ctx.cache).await?;
+        let graph = models.load(&name, &self.ctx.cache, &self.ctx.placement.backend).await?;
         Ok(self.table.push(GraphResource(graph))?)
     }
 
@@ -131,13 +131,24 @@ impl graph::Host for NnView<'_> {
     }
 }
 
-fn check_target(target: ExecutionTarget) -> NnResult<()> {
-    match target {
-        ExecutionTarget::Cpu => Ok(()),
-        other => Err(NnError::new(
-            ErrorCode::UnsupportedOperation,
-            format!("execution target {other:?} is not available on this host; its engines run on the CPU"),
-        )),
+impl NnView<'_> {
+    /// The guest's execution target is a request: the host's placement decides, and refuses a
+    /// device it has not given this component.
+    fn check_target(&self, target: ExecutionTarget) -> NnResult<()> {
+        let placement = &self.ctx.placement;
+        match target {
+            ExecutionTarget::Cpu => Ok(()),
+            ExecutionTarget::Gpu if placement.device == "gpu" => Ok(()),
+            other => Err(NnError::new(
+                ErrorCode::UnsupportedOperation,
+                format!(
+                    "execution target {other:?} refused: this component runs on {} {} ({})",
+                    placement.backend.name(),
+                    placement.device,
+                    placement.reason
+                ),
+            )),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod backend;
 mod bindings;
 mod host;
+pub mod policy;
 pub mod registry;
 
 use registry::{ComponentModels, GraphCache};
@@ -18,6 +19,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 pub struct NnCtx {
     pub models: Arc<ComponentModels>,
     pub cache: Arc<GraphCache>,
+    pub placement: policy::Placement,
 }
 
 /// A borrow of the instance's `wasi:nn` state and resource table.

@@ -14,27 +14,21 @@ use tokio::sync::OnceCell;
 
 type Slot = Arc<OnceCell<Arc<dyn Graph>>>;
 
-/// Compiled graphs keyed by the SHA-256 of their bytes.
+/// Compiled graphs keyed by the SHA-256 of their bytes and the engine that compiled them.
 pub struct GraphCache {
-    backend: Arc<dyn Backend>,
     pool: Arc<InferencePool>,
-    graphs: Mutex<HashMap<[u8; 32], Slot>>,
+    graphs: Mutex<HashMap<([u8; 32], &'static str), Slot>>,
     compiles: AtomicUsize,
 }
 
 impl GraphCache {
-    pub fn new(backend: Arc<dyn Backend>, pool: Arc<InferencePool>) -> Self {
-        Self { backend, pool, graphs: Mutex::default(), compiles: AtomicUsize::new(0) }
+    pub fn new(pool: Arc<InferencePool>) -> Self {
+        Self { pool, graphs: Mutex::default(), compiles: AtomicUsize::new(0) }
     }
 
     /// The pool compiles and computes run on.
     pub fn pool(&self) -> &InferencePool {
         &self.pool
-    }
-
-    /// The engine graphs are compiled with.
-    pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
     }
 
     /// How many graphs were compiled so far (cache misses).
@@ -44,19 +38,19 @@ impl GraphCache {
 
     /// Returns the compiled graph for these bytes, compiling them (off the async workers) on a miss.
     /// Concurrent callers with the same bytes wait for one compilation.
-    pub async fn get_or_compile(&self, model: Arc<[u8]>) -> Result<Arc<dyn Graph>, BackendError> {
+    pub async fn get_or_compile(&self, model: Arc<[u8]>, backend: &Arc<dyn Backend>) -> Result<Arc<dyn Graph>, BackendError> {
         let digest = {
             let model = model.clone();
             self.pool.run(move || Ok(<[u8; 32]>::from(Sha256::digest(&model)))).await?
         };
-        let slot = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry(digest).or_default().clone();
+        let slot = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry((digest, backend.name())).or_default().clone();
         slot.get_or_try_init(|| async {
-            let backend = self.backend.clone();
+            let engine = backend.clone();
             let started = std::time::Instant::now();
-            let graph = self.pool.run(move || backend::load(backend.as_ref(), &model)).await?;
+            let graph = self.pool.run(move || backend::load(engine.as_ref(), &model)).await?;
             self.compiles.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
-                engine = self.backend.name(),
+                engine = backend.name(),
                 sha256 = %hex(&digest[..6]),
                 ms = started.elapsed().as_millis() as u64,
                 "compiled model graph"
@@ -153,7 +147,7 @@ impl ComponentModels {
     }
 
     /// Loads a named model through the shared cache; later calls return the same graph directly.
-    pub async fn load(&self, name: &str, cache: &GraphCache) -> Result<Arc<dyn Graph>, LoadByNameError> {
+    pub async fn load(&self, name: &str, cache: &GraphCache, backend: &Arc<dyn Backend>) -> Result<Arc<dyn Graph>, LoadByNameError> {
         let model = self.models.get(name).ok_or_else(|| LoadByNameError::NotFound {
             name: name.to_owned(),
             available: self.names().map(str::to_owned).collect(),
@@ -164,7 +158,7 @@ impl ComponentModels {
                 let bytes = tokio::fs::read(&model.host_path).await.map_err(|e| {
                     BackendError::InvalidModel(format!("cannot read {}: {e}", model.host_path.display()))
                 })?;
-                cache.get_or_compile(bytes.into()).await
+                cache.get_or_compile(bytes.into(), backend).await
             })
             .await
             .cloned()
@@ -212,19 +206,21 @@ mod tests {
 
     #[tokio::test]
     async fn same_bytes_compile_once_and_share_one_graph() {
-        let cache = GraphCache::new(Arc::new(crate::nn::backend::tract::TractBackend), Arc::new(InferencePool::with_size(2)));
-        let (a, b) = tokio::join!(cache.get_or_compile(cifar10_bytes()), cache.get_or_compile(cifar10_bytes()));
+        let cache = GraphCache::new(Arc::new(InferencePool::with_size(2)));
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend);
+        let (a, b) = tokio::join!(cache.get_or_compile(cifar10_bytes(), &tract), cache.get_or_compile(cifar10_bytes(), &tract));
         assert!(Arc::ptr_eq(&a.unwrap(), &b.unwrap()));
         assert_eq!(cache.compiles(), 1);
-        let garbage = cache.get_or_compile(Arc::from(&b"not a model"[..])).await;
+        let garbage = cache.get_or_compile(Arc::from(&b"not a model"[..]), &tract).await;
         assert!(matches!(garbage, Err(BackendError::InvalidModel(_))));
     }
 
     #[tokio::test]
     async fn compute_checks_inputs_against_the_model() {
         use crate::nn::backend::{ElementType, Tensor, compute};
-        let cache = GraphCache::new(Arc::new(crate::nn::backend::tract::TractBackend), Arc::new(InferencePool::with_size(1)));
-        let graph = cache.get_or_compile(cifar10_bytes()).await.unwrap();
+        let cache = GraphCache::new(Arc::new(InferencePool::with_size(1)));
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend);
+        let graph = cache.get_or_compile(cifar10_bytes(), &tract).await.unwrap();
         let input = |dims: Vec<u32>, len: usize| Tensor { dims, ty: ElementType::F32, data: vec![0; len] };
         let out = compute(graph.as_ref(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))]).unwrap();
         assert_eq!(out[0].0, "probabilities");

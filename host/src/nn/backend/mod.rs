@@ -6,6 +6,7 @@
 //!
 //! [`GraphCache`]: crate::nn::registry::GraphCache
 
+pub mod onnxruntime;
 pub mod tract;
 
 use std::fmt;

@@ -1,0 +1,222 @@
+//! The ONNX Runtime backend, through `ort` with `load-dynamic`: nothing is downloaded at build
+//! time; the shared library comes from the `onnxruntime` PyPI wheel at run time.
+//!
+//! Sessions are pooled per graph (`Session::run` takes `&mut self`); each runs single-threaded
+//! because Spindle's inference pool already runs one job per core.
+
+use super::{Backend, BackendError, Dim, ElementType, Graph, Tensor, TensorSpec};
+use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
+use ort::value::{DynValue, TensorElementType, ValueType};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Where the shared library is, or why it is not there.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = explicit {
+        return path.is_file().then(|| path.to_owned()).ok_or_else(|| format!("--onnxruntime {} does not exist", path.display()));
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from) {
+        return path.is_file().then_some(path.clone()).ok_or_else(|| format!("ORT_DYLIB_PATH={} does not exist", path.display()));
+    }
+    let mut environments: Vec<PathBuf> = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from).into_iter().collect();
+    environments.push(PathBuf::from(".venv"));
+    for env in &environments {
+        if let Some(found) = find_in_site_packages(&env.join("lib")) {
+            return Ok(found.canonicalize().unwrap_or(found));
+        }
+    }
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"])
+        .output();
+    if let Ok(out) = python {
+        if out.status.success() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
+            if let Some(found) = find_library(&dir) {
+                return Ok(found);
+            }
+        }
+    }
+    Err("no libonnxruntime.so found (give --onnxruntime PATH or ORT_DYLIB_PATH, or pip install onnxruntime in the active Python)".into())
+}
+
+fn find_in_site_packages(lib: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(lib).ok()?.flatten().find_map(|entry| find_library(&entry.path().join("site-packages/onnxruntime/capi")))
+}
+
+fn find_library(capi: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(capi)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// ONNX Runtime on the CPU. The library is loaded on first use.
+pub struct OnnxRuntimeBackend {
+    library: PathBuf,
+    environment: OnceLock<Result<ort::environment::Environment, String>>,
+}
+
+impl OnnxRuntimeBackend {
+    pub fn new(library: PathBuf) -> Self {
+        Self { library, environment: OnceLock::new() }
+    }
+
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    fn environment(&self) -> Result<&ort::environment::Environment, BackendError> {
+        self.environment
+            .get_or_init(|| {
+                ort::init_from(&self.library)
+                    .map_err(|e| format!("loading {}: {e}", self.library.display()))?
+                    .with_name("spindle")
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| BackendError::Unsupported(format!("onnxruntime unavailable: {e}")))
+    }
+}
+
+struct OrtGraph {
+    model: Arc<[u8]>,
+    environment: ort::environment::Environment,
+    idle: Mutex<Vec<Session>>,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+}
+
+fn session(environment: &ort::environment::Environment, model: &[u8]) -> Result<Session, BackendError> {
+    let invalid = |e: ort::Error| BackendError::InvalidModel(e.to_string());
+    Session::builder(environment)
+        .map_err(invalid)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| BackendError::InvalidModel(e.to_string()))?
+        .with_intra_threads(1)
+        .map_err(|e| BackendError::InvalidModel(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| BackendError::InvalidModel(e.to_string()))?
+        .commit_from_memory(model)
+        .map_err(invalid)
+}
+
+impl Backend for OnnxRuntimeBackend {
+    fn name(&self) -> &'static str {
+        "onnxruntime"
+    }
+
+    fn load(&self, model: &[u8]) -> Result<Arc<dyn Graph>, BackendError> {
+        let environment = self.environment()?.clone();
+        let first = session(&environment, model)?;
+        let specs = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>, BackendError> {
+            outlets
+                .iter()
+                .map(|o| match o.dtype() {
+                    ValueType::Tensor { ty, shape, dimension_symbols } => Ok(TensorSpec {
+                        name: o.name().to_owned(),
+                        ty: element_type(*ty).ok_or_else(|| {
+                            BackendError::Unsupported(format!("tensor '{}' has type {ty:?}, which wasi-nn cannot carry", o.name()))
+                        })?,
+                        shape: shape
+                            .iter()
+                            .zip(dimension_symbols.iter())
+                            .map(|(&d, s)| if d >= 0 { Dim::Fixed(d as u64) } else { Dim::Symbol(if s.is_empty() { "?".into() } else { s.clone() }) })
+                            .collect(),
+                    }),
+                    other => Err(BackendError::Unsupported(format!("'{}' is a {other:?}, not a tensor", o.name()))),
+                })
+                .collect()
+        };
+        let inputs = specs(first.inputs())?;
+        let outputs = specs(first.outputs())?;
+        Ok(Arc::new(OrtGraph { model: model.into(), environment, idle: Mutex::new(vec![first]), inputs, outputs }))
+    }
+}
+
+fn element_type(ty: TensorElementType) -> Option<ElementType> {
+    Some(match ty {
+        TensorElementType::Float32 => ElementType::F32,
+        TensorElementType::Float64 => ElementType::F64,
+        TensorElementType::Uint8 => ElementType::U8,
+        TensorElementType::Int32 => ElementType::I32,
+        TensorElementType::Int64 => ElementType::I64,
+        _ => return None,
+    })
+}
+
+macro_rules! from_le {
+    ($t:ty, $tensor:expr, $shape:expr) => {{
+        const N: usize = std::mem::size_of::<$t>();
+        let values: Vec<$t> = $tensor.data.chunks_exact(N).map(|c| <$t>::from_le_bytes(c.try_into().expect("N bytes"))).collect();
+        ort::value::Tensor::from_array(($shape, values)).map(|t| t.into_dyn())
+    }};
+}
+
+fn to_value(tensor: &Tensor) -> Result<DynValue, BackendError> {
+    let shape: Vec<i64> = tensor.dims.iter().map(|&d| i64::from(d)).collect();
+    let value = match tensor.ty {
+        ElementType::F32 => from_le!(f32, tensor, shape),
+        ElementType::F64 => from_le!(f64, tensor, shape),
+        ElementType::U8 => from_le!(u8, tensor, shape),
+        ElementType::I32 => from_le!(i32, tensor, shape),
+        ElementType::I64 => from_le!(i64, tensor, shape),
+        other => return Err(BackendError::Unsupported(format!("onnxruntime backend takes no {other} tensors"))),
+    };
+    value.map_err(|e| BackendError::Runtime(e.to_string()))
+}
+
+macro_rules! to_le {
+    ($t:ty, $value:expr) => {{
+        let (shape, data) = $value.try_extract_tensor::<$t>().map_err(|e| BackendError::Runtime(e.to_string()))?;
+        (shape.iter().map(|&d| d as u32).collect::<Vec<_>>(), data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+    }};
+}
+
+impl Graph for OrtGraph {
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let values = inputs
+            .iter()
+            .zip(&self.inputs)
+            .map(|(t, spec)| Ok((Cow::Owned(spec.name.clone()), SessionInputValue::from(to_value(t)?))))
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut session = match pooled {
+            Some(session) => session,
+            None => session(&self.environment, &self.model)?,
+        };
+        let result = (|| {
+            let outputs = session.run(values).map_err(|e| BackendError::Runtime(e.to_string()))?;
+            self.outputs
+                .iter()
+                .map(|spec| {
+                    let value = &outputs[spec.name.as_str()];
+                    let (dims, data) = match spec.ty {
+                        ElementType::F32 => to_le!(f32, value),
+                        ElementType::F64 => to_le!(f64, value),
+                        ElementType::U8 => to_le!(u8, value),
+                        ElementType::I32 => to_le!(i32, value),
+                        ElementType::I64 => to_le!(i64, value),
+                        other => return Err(BackendError::Unsupported(format!("output of type {other}"))),
+                    };
+                    Ok(Tensor { dims, ty: spec.ty, data })
+                })
+                .collect()
+        })();
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(session);
+        result
+    }
+}
