@@ -32,6 +32,8 @@ pub struct HostOptions {
     /// Answer `load-by-name` (the default). Off, the host behaves like one without named
     /// graphs, so functions fall back to `load`ing their mounted model files.
     pub named_models: bool,
+    /// Link `wasi:nn` (the default). Off, the host is like Spin: no `wasi:nn` at all.
+    pub wasi_nn: bool,
     /// Where compiled components are kept between starts.
     pub cache: ComponentCache,
     /// Default engine for components that do not choose.
@@ -46,6 +48,7 @@ impl Default for HostOptions {
     fn default() -> Self {
         Self {
             named_models: true,
+            wasi_nn: true,
             cache: ComponentCache::disabled(),
             engine: EngineChoice::Auto,
             device: DeviceChoice::Auto,
@@ -168,7 +171,7 @@ impl App {
             .max()
             .unwrap_or(limits.memory_bytes);
         let engine = Engine::new(&engine_config(largest_memory))?;
-        let linker = Arc::new(linker(&engine)?);
+        let linker = Arc::new(linker(&engine, options.wasi_nn)?);
         let router = Router::build(&manifest.app)?;
         let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine())));
         let engines = Engines::probe(options.onnxruntime.as_deref());
@@ -318,12 +321,14 @@ fn prepare(
     Ok(pre)
 }
 
-fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
+fn linker(engine: &Engine, wasi_nn: bool) -> Result<Linker<InstanceState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-    nn::add_to_linker(&mut linker, InstanceState::nn)?;
+    if wasi_nn {
+        nn::add_to_linker(&mut linker, InstanceState::nn)?;
+    }
     Ok(linker)
 }

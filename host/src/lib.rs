@@ -10,6 +10,7 @@ pub mod files;
 pub mod instance;
 pub mod manifest;
 pub mod nn;
+pub mod portable;
 pub mod protocol;
 pub mod routes;
 pub mod server;

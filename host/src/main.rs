@@ -66,6 +66,10 @@ enum Command {
         /// Python's onnxruntime package].
         #[arg(long, value_name = "PATH")]
         onnxruntime: Option<PathBuf>,
+        /// Provide no wasi:nn at all, like Spin: only functions that carry their own (portable
+        /// builds) can run.
+        #[arg(long)]
+        no_wasi_nn: bool,
         /// Behave like a host without named graphs: `load-by-name` finds nothing, so
         /// functions load their mounted model files themselves.
         #[arg(long)]
@@ -76,6 +80,10 @@ enum Command {
         /// The manifest.
         #[arg(short = 'f', long = "from", default_value = "spin.toml")]
         manifest: PathBuf,
+        /// Also compose each wasi:nn function with the wasi:nn provider into NAME.portable.wasm,
+        /// and write spin.portable.toml.
+        #[arg(long)]
+        portable: bool,
     },
 }
 
@@ -88,7 +96,15 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Build { manifest } => spindle::builder::build_all(&Manifest::load(&manifest)?),
+        Command::Build { manifest, portable } => {
+            let manifest = Manifest::load(&manifest)?;
+            spindle::builder::build_all(&manifest)?;
+            if portable {
+                let written = spindle::portable::build(&manifest)?;
+                eprintln!("Wrote {}", written.display());
+            }
+            Ok(())
+        }
         Command::Up { manifest, listen, build, memory_limit_mib,
             timeout_ms,
             max_body_bytes,
@@ -101,6 +117,7 @@ fn main() -> Result<()> {
             engine,
             device,
             onnxruntime,
+            no_wasi_nn,
             no_named_models,
         } => {
             let manifest = Manifest::load(&manifest)?;
@@ -120,7 +137,7 @@ fn main() -> Result<()> {
             } else {
                 ComponentCache::at(cache_dir.unwrap_or_else(ComponentCache::default_dir))
             };
-            let options = HostOptions { named_models: !no_named_models, cache, engine, device, onnxruntime };
+            let options = HostOptions { named_models: !no_named_models, wasi_nn: !no_wasi_nn, cache, engine, device, onnxruntime };
             tokio::runtime::Runtime::new()?.block_on(async {
                 let app = App::build(&manifest, &limits, &options)?;
                 if preload {

@@ -99,15 +99,17 @@ async fn friendly(req: Request) -> Response<String> {
     }
 }
 
-/// The path below the component's route: Spin's `spin-path-info` header, else the whole path.
+/// The path below the component's route: Spin's `spin-path-info` header; on hosts that do not
+/// send it (`wasmtime serve`), the path below `/models/cifar10`.
 fn path_info(req: &Request) -> String {
-    req.headers()
-        .get("spin-path-info")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| req.uri().path().to_owned())
-        .trim_end_matches('/')
-        .to_owned()
+    let path = match req.headers().get("spin-path-info").and_then(|v| v.to_str().ok()) {
+        Some(info) => info.to_owned(),
+        None => {
+            let full = req.uri().path();
+            full.strip_prefix("/models/cifar10").unwrap_or(full).to_owned()
+        }
+    };
+    path.trim_end_matches('/').to_owned()
 }
 
 fn classify(content_type: &str, query: &str, body: &[u8]) -> Response<String> {
