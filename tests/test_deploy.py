@@ -63,3 +63,11 @@ def test_the_deployments_command_starts_and_its_probes_answer(tmp_path):
             assert requests.get(f"{server.url}{path}", timeout=30).status_code == 200, path
     finally:
         server.stop()
+
+
+def test_spinapp_runs_the_portable_build():
+    (app,) = yaml.safe_load_all((ROOT / "deploy/spinkube/spinapp.yaml").read_text())
+    assert app["apiVersion"] == "core.spinkube.dev/v1alpha1" and app["kind"] == "SpinApp"
+    assert app["spec"]["executor"] == "containerd-shim-spin"
+    assert re.fullmatch(r"[\w./-]+/spindle-models:[\w.]+", app["spec"]["image"])
+    assert "spin.portable.toml" in (ROOT / "deploy/spinkube/spinapp.yaml").read_text()
