@@ -50,11 +50,6 @@ impl ComponentCache {
             .join("spindle")
     }
 
-    /// Where entries live, if caching is on.
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
-    }
-
     /// The compiled component for `wasm`, from the cache when a valid entry exists.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> Result<(Component, Outcome)> {
         let Some(dir) = &self.dir else {
@@ -131,16 +126,22 @@ mod tests {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().unwrap() == ext).collect()
     }
 
+    /// A cache in a fresh folder holding one entry for WAT; returns the folder and that entry.
+    fn primed(engine: &Engine) -> (tempfile::TempDir, ComponentCache, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::at(dir.path().to_owned());
+        assert_eq!(cache.load(engine, WAT.as_bytes()).unwrap().1, Outcome::Compiled);
+        let entry = entries(dir.path(), "cwasm").pop().unwrap();
+        (dir, cache, entry)
+    }
+
     #[test]
     fn compiles_once_then_hits_and_survives_corruption() {
         let engine = Engine::default();
         let wasm = WAT.as_bytes();
-        let dir = tempfile::tempdir().unwrap();
-        let cache = ComponentCache::at(dir.path().to_owned());
-        assert_eq!(cache.load(&engine, wasm).unwrap().1, Outcome::Compiled);
+        let (dir, cache, entry) = primed(&engine);
         assert_eq!(cache.load(&engine, wasm).unwrap().1, Outcome::Hit);
 
-        let entry = entries(dir.path(), "cwasm").pop().unwrap();
         let mut bytes = std::fs::read(&entry).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
@@ -163,10 +164,7 @@ mod tests {
     fn a_foreign_file_under_the_right_name_is_rebuilt() {
         let engine = Engine::default();
         let wasm = WAT.as_bytes();
-        let dir = tempfile::tempdir().unwrap();
-        let cache = ComponentCache::at(dir.path().to_owned());
-        cache.load(&engine, wasm).unwrap();
-        let entry = entries(dir.path(), "cwasm").pop().unwrap();
+        let (_dir, cache, entry) = primed(&engine);
         let foreign = b"\x7fELF not a wasmtime artifact";
         std::fs::write(&entry, foreign).unwrap();
         std::fs::write(entry.with_extension("sha256"), hex(&Sha256::digest(foreign))).unwrap();

@@ -197,15 +197,6 @@ fn datatype_name(ty: ElementType) -> &'static str {
     }
 }
 
-fn size_of(ty: ElementType) -> usize {
-    match ty {
-        ElementType::U8 => 1,
-        ElementType::F16 | ElementType::Bf16 => 2,
-        ElementType::F32 | ElementType::I32 => 4,
-        ElementType::F64 | ElementType::I64 => 8,
-    }
-}
-
 fn shape_matches(declared: &[i64], got: &[i64]) -> bool {
     declared.len() == got.len() && declared.iter().zip(got).all(|(&d, &g)| g >= 0 && (d == -1 || d == g))
 }
@@ -235,7 +226,7 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
         }
         let ty = element_type(&input.datatype).map_err(|e| bad(format!("input '{}': {e}", input.name)))?;
         let elements = input.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d as usize));
-        let bytes_needed = elements.and_then(|n| n.checked_mul(size_of(ty))).filter(|&n| n <= 256 << 20).ok_or_else(|| {
+        let bytes_needed = elements.and_then(|n| n.checked_mul(ty.size())).filter(|&n| n <= 256 << 20).ok_or_else(|| {
             bad(format!("input '{}': shape {:?} is too large", input.name, input.shape))
         })?;
         let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
@@ -332,7 +323,7 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
 fn json_data(name: &str, ty: ElementType, shape: &[i64], data: &Value, bytes_needed: usize) -> Result<Vec<u8>, Failure> {
     let mut values = Vec::new();
     json_tensor::flatten(data, &mut values).map_err(|e| bad(format!("input '{name}': {e}")))?;
-    let elements = bytes_needed / size_of(ty);
+    let elements = bytes_needed / ty.size();
     if values.len() != elements {
         return Err(bad(format!("input '{name}': shape {shape:?} needs {elements} values, got {}", values.len())));
     }

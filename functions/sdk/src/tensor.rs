@@ -21,6 +21,18 @@ pub enum ElementType {
     Bf16,
 }
 
+impl ElementType {
+    /// Size in bytes of one element.
+    pub fn size(self) -> usize {
+        match self {
+            ElementType::U8 => 1,
+            ElementType::F16 | ElementType::Bf16 => 2,
+            ElementType::F32 | ElementType::I32 => 4,
+            ElementType::F64 | ElementType::I64 => 8,
+        }
+    }
+}
+
 impl fmt::Display for ElementType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)

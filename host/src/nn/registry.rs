@@ -66,7 +66,6 @@ impl GraphCache {
 /// at a time, so a burst of requests queues here instead of oversubscribing the machine.
 pub struct InferencePool {
     permits: tokio::sync::Semaphore,
-    size: usize,
 }
 
 impl InferencePool {
@@ -76,12 +75,7 @@ impl InferencePool {
     }
 
     pub fn with_size(size: usize) -> Self {
-        Self { permits: tokio::sync::Semaphore::new(size.max(1)), size: size.max(1) }
-    }
-
-    /// How many jobs run at once.
-    pub fn size(&self) -> usize {
-        self.size
+        Self { permits: tokio::sync::Semaphore::new(size.max(1)) }
     }
 
     /// Runs CPU-bound engine work on a blocking thread once a slot is free.

@@ -66,10 +66,6 @@ impl OnnxRuntimeBackend {
         Self { library, environment: OnceLock::new() }
     }
 
-    pub fn library(&self) -> &Path {
-        &self.library
-    }
-
     fn environment(&self) -> Result<&ort::environment::Environment, BackendError> {
         self.environment
             .get_or_init(|| {
