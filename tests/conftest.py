@@ -40,10 +40,12 @@ class Spindle:
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.time() + 120
         self.url = None
+        self.banner: list[str] = []  # what it printed before serving: the engine and component tables
         while time.time() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
+            self.banner.append(line.rstrip("\n"))
             m = re.match(r"Serving (http://\S+)", line)
             if m:
                 self.url = m.group(1)

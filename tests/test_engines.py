@@ -3,8 +3,10 @@ engine, and the host says which engine and device each component got, and why.""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,18 @@ import tritonclient.http as triton
 
 from conftest import ROOT, SPINDLE, Spindle, dataset, png
 
+sys.path.insert(0, str(ROOT / "models" / "ppocr-det"))
+import sample  # noqa: E402
+
 CPU_ENGINES = ["tract", "onnxruntime"]
+PPOCR = ROOT / "models" / "ppocr-det" / "model.onnx"
+# PP-OCR's text map is 0-1 and deep: ONNX Runtime's own optimisation levels differ by 1.1e-4 on it.
+PPOCR_ATOL = 1e-3
 
 
 @pytest.fixture(scope="module")
 def servers():
-    started = {engine: Spindle(ROOT / "spin.toml", "--engine", engine) for engine in CPU_ENGINES}
+    started = {engine: Spindle(ROOT / "spin.toml", "--engine", engine, "--device", "cpu") for engine in CPU_ENGINES}
     yield started
     for server in started.values():
         server.stop()
@@ -27,26 +35,57 @@ def servers():
 
 def test_each_engine_serves_what_it_was_asked_for(servers):
     for engine, server in servers.items():
-        (entry,) = requests.get(f"{server.url}/v2/models", timeout=30).json()["models"]
-        assert (entry["engine"], entry["device"]) == (engine, "cpu")
+        models = requests.get(f"{server.url}/v2/models", timeout=30).json()["models"]
+        assert sorted(m["name"] for m in models) == ["cifar10", "ppocr-det"]
+        assert {(m["engine"], m["device"]) for m in models} == {(engine, "cpu")}
 
 
-def test_every_engine_gives_the_same_answers(servers, heldout):
+def cnn_answers(server, heldout):
+    """The CNN's answers through the protocol (a batch) and the friendly endpoint (one by one)."""
     x, _, names = heldout
     pixels = dataset.to_model_input(x[:16])
-    answers = {}
-    for engine, server in servers.items():
-        client = triton.InferenceServerClient(server.url.removeprefix("http://"))
-        inp = triton.InferInput("input", list(pixels.shape), "FP32")
-        inp.set_data_from_numpy(pixels)
-        batch = client.infer("cifar10", [inp]).as_numpy("probabilities")
-        single = [requests.post(f"{server.url}/models/cifar10/classify?top_k=10", data=png(image), timeout=30).json()
-                  for image in x[:8]]
-        single = np.array([[dict((p["label"], p["probability"]) for p in a)[n] for n in names] for a in single])
-        answers[engine] = (batch, single)
-    (tb, ts), (ob, os_) = answers["tract"], answers["onnxruntime"]
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    inp = triton.InferInput("input", list(pixels.shape), "FP32")
+    inp.set_data_from_numpy(pixels)
+    batch = client.infer("cifar10", [inp]).as_numpy("probabilities")
+    single = [requests.post(f"{server.url}/models/cifar10/classify?top_k=10", data=png(image), timeout=30).json()
+              for image in x[:8]]
+    return batch, np.array([[dict((p["label"], p["probability"]) for p in a)[n] for n in names] for a in single])
+
+
+def text_map(server, x):
+    """PP-OCR's text map for `x`, through the generic protocol function with binary tensors."""
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=300)
+    inp = triton.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    out = triton.InferRequestedOutput("sigmoid_0.tmp_0", binary_data=True)
+    return client.infer("ppocr-det", [inp], outputs=[out]).as_numpy("sigmoid_0.tmp_0")
+
+
+def test_every_engine_gives_the_same_answers_on_the_cnn(servers, heldout):
+    (tb, ts), (ob, os_) = (cnn_answers(servers[e], heldout) for e in CPU_ENGINES)
     np.testing.assert_allclose(ob, tb, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(os_, ts, rtol=1e-4, atol=1e-7)
+
+
+def test_every_engine_gives_the_same_answers_on_text_detection(servers):
+    import onnxruntime as ort
+
+    # two shapes: tract compiles this model once per input shape
+    for height, width in [(96, 320), (160, 160)]:
+        x = sample.text_image(height, width)
+        reference = ort.InferenceSession(str(PPOCR), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        assert reference.shape == (1, 1, height, width) and (reference > 0.3).mean() > 0.01, "the sample has text"
+        for engine, server in servers.items():
+            np.testing.assert_allclose(text_map(server, x), reference, rtol=1e-4, atol=PPOCR_ATOL, err_msg=engine)
+
+
+def test_a_shape_the_model_cannot_take_is_a_client_error(servers):
+    x = sample.text_image(96, 320)[:, :, :90, :]
+    r = requests.post(f"{servers['tract'].url}/v2/models/ppocr-det/infer", timeout=60, json={
+        "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]})
+    assert r.status_code == 400, r.text
+    assert "cannot run on input shapes [[1, 3, 90, 320]]" in r.json()["error"]
 
 
 def refused_start(*args):
@@ -59,19 +98,40 @@ def refused_start(*args):
 def test_asking_for_what_is_missing_is_an_error_not_a_fallback():
     err = refused_start("--engine", "onnxruntime", "--onnxruntime", "/nonexistent/libonnxruntime.so")
     assert "component 'cifar10': engine onnxruntime was asked for but is unavailable: --onnxruntime /nonexistent" in err
-    err = refused_start("--device", "gpu")
-    assert "component 'cifar10': device gpu was asked for but no GPU engine is ready" in err
+    if gpu_reason():
+        err = refused_start("--device", "gpu")
+        assert "device gpu was asked for but no GPU engine is ready: onnxruntime on gpu: " in err
+        assert "; tract on gpu: " in err
+        err = refused_start("--device", "gpu", "--engine", "tract")
+        assert "device gpu was asked for but no GPU engine is ready: tract on gpu: " in err
+
+
+def test_the_start_up_table_says_why_each_engine_is_or_is_not_there(spindle, servers):
+    banner = "\n".join(spindle.banner)
+    assert re.search(r"^  tract +cpu +available \(built in\)$", banner, re.M), banner
+    assert re.search(r"^  onnxruntime +cpu +available \(\S+libonnxruntime\.so\S*, loaded on first use\)$", banner, re.M), banner
+    for engine in ("tract", "onnxruntime"):
+        line = re.search(rf"^  {engine} +gpu +(.*)$", banner, re.M).group(1)
+        assert line == "available" or (line.startswith("unavailable: ") and len(line) > 30), line
+    if gpu_reason():
+        assert "CUDA driver library not found" in banner
+        assert "no libonnxruntime_providers_cuda.so beside" in banner
+    chosen = "\n".join(servers["tract"].banner)
+    assert re.search(r"^  cifar10 +tract on cpu: device cpu asked for$", chosen, re.M), chosen
+    assert re.search(r"^  tract +gpu +unavailable: not probed: every component asks for device cpu$", chosen, re.M), chosen
 
 
 def test_a_component_can_choose_its_engine(tmp_path):
     manifest = tmp_path / "spin.toml"
     text = (ROOT / "spin.toml").read_text().replace('source = "target/', f'source = "{ROOT}/target/')
-    text = text.replace('files = ["models/cifar10/model.onnx"]', f'files = [{{ source = "{ROOT}/models/cifar10", destination = "/models/cifar10" }}]')
+    for model, files in [("cifar10", '["models/cifar10/model.onnx"]'),
+                         ("ppocr-det", '["models/ppocr-det/model.onnx", "models/ppocr-det/model.json"]')]:
+        text = text.replace(f"files = {files}", f'files = [{{ source = "{ROOT}/models/{model}", destination = "/models/{model}" }}]')
     manifest.write_text(text + '\n[component.cifar10.tool.spindle]\nengine = "tract"\n')
-    server = Spindle(manifest)
+    server = Spindle(manifest, "--device", "cpu")
     try:
-        (entry,) = requests.get(f"{server.url}/v2/models", timeout=30).json()["models"]
-        assert entry["engine"] == "tract"
+        models = {m["name"]: m["engine"] for m in requests.get(f"{server.url}/v2/models", timeout=30).json()["models"]}
+        assert models == {"cifar10": "tract", "ppocr-det": "onnxruntime"}
     finally:
         server.stop()
 
@@ -79,11 +139,22 @@ def test_a_component_can_choose_its_engine(tmp_path):
 def gpu_reason() -> str | None:
     if not Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is None:
         return "no NVIDIA GPU on this machine (no /dev/nvidia0 or nvidia-smi)"
-    return "this build has no GPU engine yet"
+    return None
 
 
-def test_gpu_answers_equal_cpu():
+def test_gpu_answers_equal_cpu(servers, heldout):
     reason = gpu_reason()
     if reason:
         print(f"GPU test skipped: {reason}")
         pytest.skip(reason)
+    gpu = Spindle(ROOT / "spin.toml", "--device", "gpu")
+    try:
+        models = requests.get(f"{gpu.url}/v2/models", timeout=30).json()["models"]
+        assert {m["device"] for m in models} == {"gpu"}
+        (gb, gs), (cb, cs) = cnn_answers(gpu, heldout), cnn_answers(servers["tract"], heldout)
+        np.testing.assert_allclose(gb, cb, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(gs, cs, rtol=1e-4, atol=1e-6)
+        x = sample.text_image(160, 320)
+        np.testing.assert_allclose(text_map(gpu, x), text_map(servers["tract"], x), rtol=1e-4, atol=PPOCR_ATOL)
+    finally:
+        gpu.stop()

@@ -112,3 +112,17 @@ def test_declared_description_matches_the_onnx_file():
 
     declared = json.loads((ROOT / "models/cifar10/model.json").read_text())
     assert declared == describe.describe(ROOT / "models/cifar10/model.onnx", "cifar10", train.MAX_BATCH_SIZE)
+
+
+def test_fetched_text_detector_is_the_pinned_one_and_matches_its_description():
+    import hashlib
+
+    import describe
+
+    sys.path.insert(0, str(ROOT / "models/ppocr-det"))
+    import fetch
+
+    model = ROOT / "models/ppocr-det/model.onnx"
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == fetch.MODEL_SHA256
+    declared = json.loads((ROOT / "models/ppocr-det/model.json").read_text())
+    assert declared == describe.describe(model, "ppocr-det", 0)

@@ -35,7 +35,7 @@ def test_health_and_server_metadata(client):
     assert client.is_model_ready("cifar10")
     meta = client.get_server_metadata()
     assert meta["name"] == "spindle" and "binary_tensor_data" in meta["extensions"]
-    assert [m["name"] for m in client.get_model_repository_index()] == ["cifar10"]
+    assert sorted(m["name"] for m in client.get_model_repository_index()) == ["cifar10", "ppocr-det"]
 
 
 def test_model_metadata_and_config_come_from_the_declared_description(client):

@@ -12,7 +12,7 @@ const CALLS: usize = 3000;
 fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let model = std::fs::read(root.join("models/cifar10/model.onnx"))?;
-    let engines = Engines::probe(None);
+    let engines = Engines::probe(None, false);
     let input = Tensor { dims: vec![1, 32, 32, 3], ty: ElementType::F32, data: (0..3072).flat_map(|i| ((i % 255) as f32 / 255.0).to_le_bytes()).collect() };
     println!("| engine | backend::compute per call, median | p99 | calls |");
     println!("|---|---|---|---|");

@@ -174,7 +174,11 @@ impl App {
         let linker = Arc::new(linker(&engine, options.wasi_nn)?);
         let router = Router::build(&manifest.app)?;
         let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine())));
-        let engines = Engines::probe(options.onnxruntime.as_deref());
+        let want_gpu = manifest.app.component.keys().any(|id| {
+            let device = manifest.spindle.get(id).and_then(|s| s.device).unwrap_or(options.device);
+            device != DeviceChoice::Cpu
+        });
+        let engines = Engines::probe(options.onnxruntime.as_deref(), want_gpu);
         let mut components = HashMap::new();
         for (id, component) in &manifest.app.component {
             let source = manifest.resolve(&component.source);

@@ -105,7 +105,8 @@ fn json_response(status: u16, body: &Value) -> Response {
     response
 }
 
-fn error(status: u16, message: impl Into<String>) -> Response {
+/// A JSON error answer, `{"error": "..."}`.
+pub fn error(status: u16, message: impl Into<String>) -> Response {
     json_response(status, &json!({ "error": message.into() }))
 }
 

@@ -4,9 +4,10 @@
 //! `[component.NAME.tool.spindle]` `engine` / `device` override it. `auto` takes a GPU engine when
 //! one probes ready, else the fastest CPU engine available (ONNX Runtime, then tract). Asking for
 //! something that is not available is an error at start, saying why, never a silent fallback.
+//! Of the GPU engines, ONNX Runtime's CUDA execution provider comes first, then tract's CUDA runtime.
 
 use super::backend::Backend;
-use super::backend::onnxruntime::{self, OnnxRuntimeBackend};
+use super::backend::onnxruntime::{self, OnnxRuntime, OnnxRuntimeBackend};
 use super::backend::tract::TractBackend;
 use serde::Deserialize;
 use std::fmt;
@@ -37,6 +38,7 @@ pub enum DeviceChoice {
 #[derive(Clone)]
 pub struct Placement {
     pub backend: Arc<dyn Backend>,
+    /// `"cpu"` or `"gpu"`: the backend's device.
     pub device: &'static str,
     pub reason: String,
 }
@@ -50,26 +52,44 @@ impl fmt::Debug for Placement {
 /// The engines this host has, probed once at start.
 pub struct Engines {
     tract: Arc<dyn Backend>,
-    onnxruntime_library: Option<std::path::PathBuf>,
     onnxruntime: Result<Arc<dyn Backend>, String>,
-    gpu: Result<Arc<dyn Backend>, String>,
+    onnxruntime_library: Option<std::path::PathBuf>,
+    tract_gpu: Result<Arc<dyn Backend>, String>,
+    onnxruntime_gpu: Result<Arc<dyn Backend>, String>,
+}
+
+fn shared<B: Backend>(backend: B) -> Arc<dyn Backend> {
+    Arc::new(backend)
 }
 
 impl Engines {
-    /// Probes every engine. `onnxruntime_library` is `--onnxruntime PATH`.
-    pub fn probe(onnxruntime_library: Option<&Path>) -> Self {
-        let located = onnxruntime::locate(onnxruntime_library);
-        let onnxruntime_library = located.as_ref().ok().cloned();
-        let onnxruntime = located.map(|path| Arc::new(OnnxRuntimeBackend::new(path)) as Arc<dyn Backend>);
+    /// Probes every engine. `onnxruntime_library` is `--onnxruntime PATH`. `want_gpu` is false
+    /// when no component can be placed on a GPU (`--device cpu` everywhere): the GPU probes,
+    /// which load the CUDA libraries, are then skipped and say so.
+    pub fn probe(onnxruntime_library: Option<&Path>, want_gpu: bool) -> Self {
+        let runtime = onnxruntime::locate(onnxruntime_library).map(OnnxRuntime::new);
+        let skipped = || Err::<Arc<dyn Backend>, String>("not probed: every component asks for device cpu".into());
+        let (tract_gpu, onnxruntime_gpu) = if want_gpu {
+            (
+                TractBackend::cuda().map(shared),
+                runtime
+                    .as_ref()
+                    .map_err(|e| format!("onnxruntime unavailable: {e}"))
+                    .and_then(|rt| OnnxRuntimeBackend::cuda(rt.clone()).map(shared)),
+            )
+        } else {
+            (skipped(), skipped())
+        };
         Self {
-            tract: Arc::new(TractBackend),
-            onnxruntime_library,
-            onnxruntime,
-            gpu: Err("this build has no GPU engine".into()),
+            tract: shared(TractBackend::cpu()),
+            onnxruntime_library: runtime.as_ref().ok().map(|rt| rt.library().to_owned()),
+            onnxruntime: runtime.map(|rt| shared(OnnxRuntimeBackend::cpu(rt))),
+            tract_gpu,
+            onnxruntime_gpu,
         }
     }
 
-    /// One line per engine: name, device, availability.
+    /// One line per engine and device: name, device, availability.
     pub fn table(&self) -> Vec<(String, &'static str, String)> {
         let status = |r: &Result<Arc<dyn Backend>, String>| match r {
             Ok(_) => "available".to_owned(),
@@ -81,35 +101,45 @@ impl Engines {
                 (Ok(_), Some(path)) => format!("available ({}, loaded on first use)", path.display()),
                 (_, _) => status(&self.onnxruntime),
             }),
-            ("gpu".into(), "gpu", status(&self.gpu)),
+            ("tract".into(), "gpu", status(&self.tract_gpu)),
+            ("onnxruntime".into(), "gpu", status(&self.onnxruntime_gpu)),
         ]
     }
 
     /// Resolves a choice, or says why it cannot be honoured.
     pub fn place(&self, engine: EngineChoice, device: DeviceChoice) -> Result<Placement, String> {
+        let placed = |backend: &Arc<dyn Backend>, reason: String| Ok(Placement { backend: backend.clone(), device: backend.device(), reason });
         let cpu = |engine: EngineChoice, why: String| -> Result<Placement, String> {
             match engine {
-                EngineChoice::Tract => Ok(Placement { backend: self.tract.clone(), device: "cpu", reason: why }),
+                EngineChoice::Tract => placed(&self.tract, why),
                 EngineChoice::Onnxruntime => match &self.onnxruntime {
-                    Ok(b) => Ok(Placement { backend: b.clone(), device: "cpu", reason: why }),
+                    Ok(b) => placed(b, why),
                     Err(e) => Err(format!("engine onnxruntime was asked for but is unavailable: {e}")),
                 },
                 EngineChoice::Auto => match &self.onnxruntime {
-                    Ok(b) => Ok(Placement { backend: b.clone(), device: "cpu", reason: format!("{why}; onnxruntime is the fastest CPU engine available") }),
-                    Err(e) => Ok(Placement { backend: self.tract.clone(), device: "cpu", reason: format!("{why}; onnxruntime unavailable ({e}), so tract") }),
+                    Ok(b) => placed(b, format!("{why}; onnxruntime is the fastest CPU engine available")),
+                    Err(e) => placed(&self.tract, format!("{why}; onnxruntime unavailable ({e}), so tract")),
                 },
             }
         };
+        // The GPU engine for this choice, or why there is none.
+        let gpu = match engine {
+            EngineChoice::Tract => self.tract_gpu.clone().map_err(|e| format!("tract on gpu: {e}")),
+            EngineChoice::Onnxruntime => self.onnxruntime_gpu.clone().map_err(|e| format!("onnxruntime on gpu: {e}")),
+            EngineChoice::Auto => match (&self.onnxruntime_gpu, &self.tract_gpu) {
+                (Ok(b), _) | (Err(_), Ok(b)) => Ok(b.clone()),
+                (Err(ort), Err(tract)) => Err(format!("onnxruntime on gpu: {ort}; tract on gpu: {tract}")),
+            },
+        };
         match device {
-            DeviceChoice::Gpu => match &self.gpu {
-                Ok(b) => Ok(Placement { backend: b.clone(), device: "gpu", reason: "device gpu asked for".into() }),
+            DeviceChoice::Gpu => match gpu {
+                Ok(b) => placed(&b, format!("device gpu asked for; {} is ready on it", b.name())),
                 Err(e) => Err(format!("device gpu was asked for but no GPU engine is ready: {e}")),
             },
             DeviceChoice::Cpu => cpu(engine, "device cpu asked for".into()),
-            DeviceChoice::Auto => match (&self.gpu, engine) {
-                (Ok(b), EngineChoice::Auto) => Ok(Placement { backend: b.clone(), device: "gpu", reason: "auto: the GPU probe passed".into() }),
-                (Err(e), _) => cpu(engine, format!("auto: no GPU ({e})")),
-                (Ok(_), _) => cpu(engine, format!("engine {engine:?} asked for")),
+            DeviceChoice::Auto => match gpu {
+                Ok(b) => placed(&b, format!("auto: the {} GPU probe passed", b.name())),
+                Err(_) => cpu(engine, "auto: no GPU engine ready (the engine table says why)".into()),
             },
         }
     }

@@ -14,10 +14,10 @@ use tokio::sync::OnceCell;
 
 type Slot = Arc<OnceCell<Arc<dyn Graph>>>;
 
-/// Compiled graphs keyed by the SHA-256 of their bytes and the engine that compiled them.
+/// Compiled graphs keyed by the SHA-256 of their bytes and the engine and device that compiled them.
 pub struct GraphCache {
     pool: Arc<InferencePool>,
-    graphs: Mutex<HashMap<([u8; 32], &'static str), Slot>>,
+    graphs: Mutex<HashMap<([u8; 32], &'static str, &'static str), Slot>>,
     compiles: AtomicUsize,
 }
 
@@ -43,7 +43,7 @@ impl GraphCache {
             let model = model.clone();
             self.pool.run(move || Ok(<[u8; 32]>::from(Sha256::digest(&model)))).await?
         };
-        let slot = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry((digest, backend.name())).or_default().clone();
+        let slot = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry((digest, backend.name(), backend.device())).or_default().clone();
         slot.get_or_try_init(|| async {
             let engine = backend.clone();
             let started = std::time::Instant::now();
@@ -51,6 +51,7 @@ impl GraphCache {
             self.compiles.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 engine = backend.name(),
+                device = backend.device(),
                 sha256 = %hex(&digest[..6]),
                 ms = started.elapsed().as_millis() as u64,
                 "compiled model graph"
@@ -201,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn same_bytes_compile_once_and_share_one_graph() {
         let cache = GraphCache::new(Arc::new(InferencePool::with_size(2)));
-        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend);
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu());
         let (a, b) = tokio::join!(cache.get_or_compile(cifar10_bytes(), &tract), cache.get_or_compile(cifar10_bytes(), &tract));
         assert!(Arc::ptr_eq(&a.unwrap(), &b.unwrap()));
         assert_eq!(cache.compiles(), 1);
@@ -213,7 +214,7 @@ mod tests {
     async fn compute_checks_inputs_against_the_model() {
         use crate::nn::backend::{ElementType, Tensor, compute};
         let cache = GraphCache::new(Arc::new(InferencePool::with_size(1)));
-        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend);
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu());
         let graph = cache.get_or_compile(cifar10_bytes(), &tract).await.unwrap();
         let input = |dims: Vec<u32>, len: usize| Tensor { dims, ty: ElementType::F32, data: vec![0; len] };
         let out = compute(graph.as_ref(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))]).unwrap();

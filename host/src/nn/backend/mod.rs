@@ -173,6 +173,10 @@ pub enum BackendError {
 pub trait Backend: Send + Sync + 'static {
     /// Short name, used in logs and cache keys (`"tract"`).
     fn name(&self) -> &'static str;
+    /// Where it computes: `"cpu"` or `"gpu"`.
+    fn device(&self) -> &'static str {
+        "cpu"
+    }
     /// Compiles model bytes (ONNX) into a runnable graph.
     fn load(&self, model: &[u8]) -> Result<Arc<dyn Graph>, BackendError>;
 }

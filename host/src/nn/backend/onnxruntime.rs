@@ -1,10 +1,13 @@
 //! The ONNX Runtime backend, through `ort` with `load-dynamic`: nothing is downloaded at build
 //! time; the shared library comes from the `onnxruntime` PyPI wheel at run time.
 //!
-//! Sessions are pooled per graph (`Session::run` takes `&mut self`); each runs single-threaded
-//! because Spindle's inference pool already runs one job per core.
+//! Sessions are pooled per graph (`Session::run` takes `&mut self`). On the CPU each runs
+//! single-threaded because Spindle's inference pool already runs one job per core. On a GPU each
+//! session registers the CUDA execution provider with `error_on_failure`, so a provider that
+//! cannot start is an error Spindle reports, never a silent fall back to the CPU.
 
 use super::{Backend, BackendError, Dim, ElementType, Graph, Tensor, TensorSpec};
+use ort::ep::CUDA;
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, TensorElementType, ValueType};
 use std::borrow::Cow;
@@ -55,15 +58,19 @@ fn find_library(capi: &Path) -> Option<PathBuf> {
     found.pop()
 }
 
-/// ONNX Runtime on the CPU. The library is loaded on first use.
-pub struct OnnxRuntimeBackend {
+/// The shared library, loaded on first use and then shared by the CPU and CUDA backends.
+pub struct OnnxRuntime {
     library: PathBuf,
     environment: OnceLock<Result<ort::environment::Environment, String>>,
 }
 
-impl OnnxRuntimeBackend {
-    pub fn new(library: PathBuf) -> Self {
-        Self { library, environment: OnceLock::new() }
+impl OnnxRuntime {
+    pub fn new(library: PathBuf) -> Arc<Self> {
+        Arc::new(Self { library, environment: OnceLock::new() })
+    }
+
+    pub fn library(&self) -> &Path {
+        &self.library
     }
 
     fn environment(&self) -> Result<&ort::environment::Environment, BackendError> {
@@ -80,26 +87,61 @@ impl OnnxRuntimeBackend {
     }
 }
 
+/// A model with one `Identity` node, the smallest session that makes the CUDA provider start.
+const IDENTITY_MODEL: &[u8] = include_bytes!("identity.onnx");
+/// What the `onnxruntime-gpu` wheel has beside `libonnxruntime.so` and the CPU wheel has not.
+const CUDA_PROVIDER: &str = "libonnxruntime_providers_cuda.so";
+
+/// ONNX Runtime on the CPU, or on a GPU through its CUDA execution provider.
+pub struct OnnxRuntimeBackend {
+    runtime: Arc<OnnxRuntime>,
+    device: &'static str,
+}
+
+impl OnnxRuntimeBackend {
+    pub fn cpu(runtime: Arc<OnnxRuntime>) -> Self {
+        Self { runtime, device: "cpu" }
+    }
+
+    /// ONNX Runtime's CUDA execution provider, or why it cannot run here. Starts one real
+    /// session on it, so a missing CUDA or cuDNN library, or no device, shows up at start.
+    pub fn cuda(runtime: Arc<OnnxRuntime>) -> Result<Self, String> {
+        let beside = runtime.library.with_file_name(CUDA_PROVIDER);
+        if !beside.is_file() {
+            return Err(format!(
+                "no {CUDA_PROVIDER} beside {} (the onnxruntime wheel is CPU-only; onnxruntime-gpu has the CUDA provider)",
+                runtime.library.display()
+            ));
+        }
+        let backend = Self { runtime, device: "gpu" };
+        backend.session(IDENTITY_MODEL).map_err(|e| format!("the CUDA execution provider did not start: {e}"))?;
+        Ok(backend)
+    }
+
+    fn session(&self, model: &[u8]) -> Result<Session, BackendError> {
+        let invalid = |e: ort::Error| BackendError::InvalidModel(e.to_string());
+        let builder = Session::builder(self.runtime.environment()?)
+            .map_err(invalid)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| BackendError::InvalidModel(e.to_string()))?
+            .with_inter_threads(1)
+            .map_err(|e| BackendError::InvalidModel(e.to_string()))?;
+        let mut builder = match self.device {
+            "gpu" => builder
+                .with_execution_providers([CUDA::default().with_tf32(false).build().error_on_failure()])
+                .map_err(|e| BackendError::Unsupported(format!("CUDA execution provider: {e}")))?,
+            _ => builder.with_intra_threads(1).map_err(|e| BackendError::InvalidModel(e.to_string()))?,
+        };
+        builder.commit_from_memory(model).map_err(invalid)
+    }
+}
+
 struct OrtGraph {
     model: Arc<[u8]>,
-    environment: ort::environment::Environment,
+    backend: OnnxRuntimeBackend,
     idle: Mutex<Vec<Session>>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
-}
-
-fn session(environment: &ort::environment::Environment, model: &[u8]) -> Result<Session, BackendError> {
-    let invalid = |e: ort::Error| BackendError::InvalidModel(e.to_string());
-    Session::builder(environment)
-        .map_err(invalid)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(|e| BackendError::InvalidModel(e.to_string()))?
-        .with_intra_threads(1)
-        .map_err(|e| BackendError::InvalidModel(e.to_string()))?
-        .with_inter_threads(1)
-        .map_err(|e| BackendError::InvalidModel(e.to_string()))?
-        .commit_from_memory(model)
-        .map_err(invalid)
 }
 
 impl Backend for OnnxRuntimeBackend {
@@ -107,9 +149,12 @@ impl Backend for OnnxRuntimeBackend {
         "onnxruntime"
     }
 
+    fn device(&self) -> &'static str {
+        self.device
+    }
+
     fn load(&self, model: &[u8]) -> Result<Arc<dyn Graph>, BackendError> {
-        let environment = self.environment()?.clone();
-        let first = session(&environment, model)?;
+        let first = self.session(model)?;
         let specs = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>, BackendError> {
             outlets
                 .iter()
@@ -131,7 +176,8 @@ impl Backend for OnnxRuntimeBackend {
         };
         let inputs = specs(first.inputs())?;
         let outputs = specs(first.outputs())?;
-        Ok(Arc::new(OrtGraph { model: model.into(), environment, idle: Mutex::new(vec![first]), inputs, outputs }))
+        let backend = OnnxRuntimeBackend { runtime: self.runtime.clone(), device: self.device };
+        Ok(Arc::new(OrtGraph { model: model.into(), backend, idle: Mutex::new(vec![first]), inputs, outputs }))
     }
 }
 
@@ -192,7 +238,7 @@ impl Graph for OrtGraph {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut session = match pooled {
             Some(session) => session,
-            None => session(&self.environment, &self.model)?,
+            None => self.backend.session(&self.model)?,
         };
         let result = (|| {
             let outputs = session.run(values).map_err(|e| BackendError::Runtime(e.to_string()))?;

@@ -1,22 +1,66 @@
-//! The tract backend: pure Rust, always available, CPU.
+//! The tract backend: pure Rust. Its CPU runtime is always there; its CUDA runtime
+//! (`tract-cuda`, what the `tract` crate's `cuda` feature brings in) is compiled into every build
+//! and loads the CUDA libraries with `cudarc` at run time, so [`TractBackend::cuda`] says why it
+//! cannot run on a machine without them.
 
 use super::{Backend, BackendError, Dim, ElementType, Graph, Tensor, TensorSpec};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_core::runtime::{Runnable, Runtime, runtime_for_name};
 
-/// Compiles ONNX models with `tract-onnx` into optimised, runnable plans.
-#[derive(Default)]
-pub struct TractBackend;
+// Linked for its runtime registration: tract finds runtimes by name in an inventory.
+extern crate tract_cuda;
+
+/// Compiles ONNX models with `tract-onnx` into plans for one of tract's runtimes.
+pub struct TractBackend {
+    runtime: &'static dyn Runtime,
+    device: &'static str,
+}
+
+impl TractBackend {
+    /// tract on the CPU.
+    pub fn cpu() -> Self {
+        let runtime = runtime_for_name("cpu").ok().flatten().expect("tract's CPU runtime is built in");
+        Self { runtime, device: "cpu" }
+    }
+
+    /// tract's CUDA runtime, or why it cannot run here (no driver, a driver older than CUDA 13,
+    /// a CUDA library missing, no device).
+    pub fn cuda() -> Result<Self, String> {
+        let runtime = runtime_for_name("cuda")
+            .map_err(|e| format!("{e:#}"))?
+            .ok_or("this build of tract has no CUDA runtime")?;
+        runtime.check().map_err(|e| format!("{e:#}"))?;
+        Ok(Self { runtime, device: "gpu" })
+    }
+}
 
 struct TractGraph {
-    plan: Arc<TypedRunnableModel>,
+    plans: Plans,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
 }
 
+/// Most models compile once for any input shape. Some (PP-OCR's detector: feature maps of
+/// `H/32` and `H/16` rows concatenated) only type-check once their symbolic dimensions are
+/// known; those compile once per input shape seen, like tract's own CLI with `--set`.
+enum Plans {
+    Any(Box<dyn Runnable>),
+    PerShape { model: InferenceModel, runtime: &'static dyn Runtime, compiled: Mutex<HashMap<Vec<Vec<u32>>, Arc<dyn Runnable>>> },
+}
+
+/// Shapes compiled per graph before the oldest plans are dropped.
+const MAX_PLANS_PER_GRAPH: usize = 16;
+
 impl Backend for TractBackend {
     fn name(&self) -> &'static str {
         "tract"
+    }
+
+    fn device(&self) -> &'static str {
+        self.device
     }
 
     fn load(&self, model: &[u8]) -> Result<Arc<dyn Graph>, BackendError> {
@@ -30,12 +74,69 @@ impl Backend for TractBackend {
         };
         let input_names: Vec<String> = inference.input_outlets().map_err(invalid)?.iter().map(|&o| label(o)).collect();
         let output_names: Vec<String> = inference.output_outlets().map_err(invalid)?.iter().map(|&o| label(o)).collect();
-        let typed = inference.into_typed().and_then(|m| m.into_decluttered()).map_err(invalid)?;
+        let typed = inference.clone().into_typed().and_then(|m| m.into_decluttered());
+        let typed = match typed {
+            Ok(typed) => typed,
+            Err(e) if has_symbolic_input(&inference) => {
+                tracing::debug!("tract compiles this model per input shape: {e:#}");
+                let inputs = declared_specs(model, input_names, false)?;
+                let outputs = declared_specs(model, output_names, true)?;
+                let plans = Plans::PerShape { model: inference, runtime: self.runtime, compiled: Mutex::default() };
+                return Ok(Arc::new(TractGraph { plans, inputs, outputs }));
+            }
+            Err(e) => return Err(invalid(e)),
+        };
         let inputs = specs(&typed, typed.input_outlets().map_err(invalid)?, input_names)?;
         let outputs = specs(&typed, typed.output_outlets().map_err(invalid)?, output_names)?;
-        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(invalid)?;
-        Ok(Arc::new(TractGraph { plan, inputs, outputs }))
+        let plan = self.runtime.prepare(typed).map_err(invalid)?;
+        Ok(Arc::new(TractGraph { plans: Plans::Any(plan), inputs, outputs }))
     }
+}
+
+/// Compiles `model` for the shapes and types of `values`.
+fn specialise(model: &InferenceModel, runtime: &'static dyn Runtime, values: &[TValue]) -> TractResult<Box<dyn Runnable>> {
+    let mut model = model.clone();
+    for (i, value) in values.iter().enumerate() {
+        model.set_input_fact(i, InferenceFact::dt_shape(value.datum_type(), value.shape()))?;
+    }
+    runtime.prepare(model.into_typed()?.into_decluttered()?)
+}
+
+fn has_symbolic_input(model: &InferenceModel) -> bool {
+    (0..model.inputs.len()).any(|i| model.input_fact(i).is_ok_and(|f| f.shape.dims().any(|d| d.concretize().is_none_or(|d| d.to_i64().is_err()))))
+}
+
+/// Specs as the ONNX file declares them, for a model tract could not type without shapes.
+fn declared_specs(model: &[u8], names: Vec<String>, outputs: bool) -> Result<Vec<TensorSpec>, BackendError> {
+    use tract_onnx::pb::{tensor_proto::DataType, type_proto::Value};
+    let proto = tract_onnx::onnx().proto_model_for_read(&mut &model[..]).map_err(|e| BackendError::InvalidModel(format!("{e:#}")))?;
+    let graph = proto.graph.unwrap_or_default();
+    let declared = if outputs { graph.output } else { graph.input };
+    names
+        .into_iter()
+        .map(|name| {
+            let Some(Value::TensorType(tensor)) = declared.iter().find(|v| v.name == name).and_then(|v| v.r#type.as_ref()?.value.clone()) else {
+                return Err(BackendError::Unsupported(format!("tensor '{name}' has no declared tensor type")));
+            };
+            let ty = DataType::try_from(tensor.elem_type)
+                .ok()
+                .and_then(|dt| DatumType::try_from(dt).ok())
+                .and_then(element_type)
+                .ok_or_else(|| BackendError::Unsupported(format!("tensor '{name}' has a type wasi-nn cannot carry")))?;
+            let shape = tensor
+                .shape
+                .unwrap_or_default()
+                .dim
+                .into_iter()
+                .map(|d| match d.value {
+                    Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(n)) if n >= 0 => Dim::Fixed(n as u64),
+                    Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimParam(p)) => Dim::Symbol(p),
+                    _ => Dim::Symbol("?".into()),
+                })
+                .collect();
+            Ok(TensorSpec { name, ty, shape })
+        })
+        .collect()
 }
 
 fn specs(model: &TypedModel, outlets: &[OutletId], names: Vec<String>) -> Result<Vec<TensorSpec>, BackendError> {
@@ -105,7 +206,29 @@ impl Graph for TractGraph {
                 Ok(tensor.map_err(runtime)?.into_tvalue())
             })
             .collect::<Result<TVec<TValue>, BackendError>>()?;
-        let outputs = self.plan.run(values).map_err(runtime)?;
+        let outputs = match &self.plans {
+            Plans::Any(plan) => plan.run(values),
+            Plans::PerShape { model, runtime: engine, compiled } => {
+                let shapes: Vec<Vec<u32>> = values.iter().map(|v| v.shape().iter().map(|&d| d as u32).collect()).collect();
+                let cached = compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&shapes).cloned();
+                let plan = match cached {
+                    Some(plan) => plan,
+                    None => {
+                        let plan: Arc<dyn Runnable> = Arc::from(specialise(model, *engine, &values).map_err(|e| {
+                            BackendError::InvalidInput(format!("the model cannot run on input shapes {shapes:?}: {e:#}"))
+                        })?);
+                        let mut compiled = compiled.lock().unwrap_or_else(|e| e.into_inner());
+                        if compiled.len() >= MAX_PLANS_PER_GRAPH {
+                            compiled.clear();
+                        }
+                        compiled.insert(shapes, plan.clone());
+                        plan
+                    }
+                };
+                plan.run(values)
+            }
+        }
+        .map_err(runtime)?;
         outputs
             .into_iter()
             .map(|value| {
