@@ -1,5 +1,7 @@
 //! Per-call engine time in-process, without wasm or HTTP: `backend::compute` (validation, tensor
-//! conversion, the engine) on the cifar10 CNN for each available CPU engine. Prints a table.
+//! conversion, the engine) on the cifar10 CNN for each available CPU engine, back to back (caches
+//! warm, as in a benchmark loop) and with 8 MiB of other memory written between calls (caches
+//! cold, as after a request's guest code and HTTP handling). Prints a table.
 //!
 //!     cargo bench -p spindle --bench engines
 
@@ -12,29 +14,36 @@ const CALLS: usize = 3000;
 fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let model = std::fs::read(root.join("models/cifar10/model.onnx"))?;
-    let engines = Engines::probe(None, false);
+    let engines = Engines::probe(None, false, 1);
     let input = Tensor { dims: vec![1, 32, 32, 3], ty: ElementType::F32, data: (0..3072).flat_map(|i| ((i % 255) as f32 / 255.0).to_le_bytes()).collect() };
-    println!("| engine | backend::compute per call, median | p99 | calls |");
-    println!("|---|---|---|---|");
+    println!("| engine | between calls | backend::compute per call, median | p99 | calls |");
+    println!("|---|---|---|---|---|");
+    let mut other = vec![0u8; 8 << 20];
     for choice in [EngineChoice::Tract, EngineChoice::Onnxruntime] {
         let placement = match engines.place(choice, DeviceChoice::Cpu) {
             Ok(p) => p,
             Err(e) => {
-                println!("| {choice:?} | skipped: {e} | | |");
+                println!("| {choice:?} | | skipped: {e} | | |");
                 continue;
             }
         };
         let graph = backend::load(placement.backend.as_ref(), &model)?;
-        let mut micros = Vec::with_capacity(CALLS);
-        for i in 0..CALLS + 200 {
-            let started = Instant::now();
-            backend::compute(graph.as_ref(), vec![("input".into(), input.clone())])?;
-            if i >= 200 {
-                micros.push(started.elapsed().as_secs_f64() * 1e6);
+        for (between, cold) in [("nothing", false), ("8 MiB written", true)] {
+            let mut micros = Vec::with_capacity(CALLS);
+            for i in 0..CALLS + 200 {
+                if cold {
+                    other.iter_mut().step_by(64).for_each(|b| *b = b.wrapping_add(i as u8));
+                    std::hint::black_box(&other);
+                }
+                let started = Instant::now();
+                backend::compute(graph.as_ref(), vec![("input".into(), input.clone())])?;
+                if i >= 200 {
+                    micros.push(started.elapsed().as_secs_f64() * 1e6);
+                }
             }
+            micros.sort_by(f64::total_cmp);
+            println!("| {} | {between} | {:.1} µs | {:.1} µs | {CALLS} |", placement.backend.name(), micros[CALLS / 2], micros[CALLS * 99 / 100]);
         }
-        micros.sort_by(f64::total_cmp);
-        println!("| {} | {:.1} µs | {:.1} µs | {CALLS} |", placement.backend.name(), micros[CALLS / 2], micros[CALLS * 99 / 100]);
     }
     Ok(())
 }

@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "models/cifar10".into()));
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
-    let graph = TractBackend::cpu().load(&std::fs::read(dir.join("model.onnx"))?)?;
+    let graph = TractBackend::cpu(1).load(&std::fs::read(dir.join("model.onnx"))?)?;
     let labels = std::fs::read_to_string(dir.join("labels.txt"))?.lines().map(str::to_owned).collect();
     let model = Arc::new(Model { graph, labels });
     let listener = tokio::net::TcpListener::bind(&listen).await?;

@@ -40,6 +40,8 @@ pub struct HostOptions {
     pub engine: EngineChoice,
     /// Default device for components that do not choose.
     pub device: DeviceChoice,
+    /// `--engine-threads N`: threads per CPU engine job; the inference pool shrinks to match.
+    pub engine_threads: usize,
     /// `--onnxruntime PATH`: the ONNX Runtime shared library.
     pub onnxruntime: Option<PathBuf>,
 }
@@ -53,6 +55,7 @@ impl Default for HostOptions {
             engine: EngineChoice::Auto,
             device: DeviceChoice::Auto,
             onnxruntime: None,
+            engine_threads: 1,
         }
     }
 }
@@ -173,12 +176,12 @@ impl App {
         let engine = Engine::new(&engine_config(largest_memory))?;
         let linker = Arc::new(linker(&engine, options.wasi_nn)?);
         let router = Router::build(&manifest.app)?;
-        let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine())));
+        let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine(options.engine_threads))));
         let want_gpu = manifest.app.component.keys().any(|id| {
             let device = manifest.spindle.get(id).and_then(|s| s.device).unwrap_or(options.device);
             device != DeviceChoice::Cpu
         });
-        let engines = Engines::probe(options.onnxruntime.as_deref(), want_gpu);
+        let engines = Engines::probe(options.onnxruntime.as_deref(), want_gpu, options.engine_threads);
         let mut components = HashMap::new();
         for (id, component) in &manifest.app.component {
             let source = manifest.resolve(&component.source);

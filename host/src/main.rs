@@ -66,6 +66,11 @@ enum Command {
         /// Python's onnxruntime package].
         #[arg(long, value_name = "PATH")]
         onnxruntime: Option<PathBuf>,
+        /// Threads each CPU engine job uses. The inference pool runs cores / N jobs at once, so
+        /// jobs × threads never exceeds the cores: more threads cut one large request's latency,
+        /// fewer (the default, 1) give the most throughput under concurrent requests.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        engine_threads: u16,
         /// Provide no wasi:nn at all, like Spin: only functions that carry their own (portable
         /// builds) can run.
         #[arg(long)]
@@ -117,6 +122,7 @@ fn main() -> Result<()> {
             engine,
             device,
             onnxruntime,
+            engine_threads,
             no_wasi_nn,
             no_named_models,
         } => {
@@ -137,7 +143,15 @@ fn main() -> Result<()> {
             } else {
                 ComponentCache::at(cache_dir.unwrap_or_else(ComponentCache::default_dir))
             };
-            let options = HostOptions { named_models: !no_named_models, wasi_nn: !no_wasi_nn, cache, engine, device, onnxruntime };
+            let options = HostOptions {
+                named_models: !no_named_models,
+                wasi_nn: !no_wasi_nn,
+                cache,
+                engine,
+                device,
+                onnxruntime,
+                engine_threads: engine_threads.into(),
+            };
             tokio::runtime::Runtime::new()?.block_on(async {
                 let app = App::build(&manifest, &limits, &options)?;
                 if preload {

@@ -65,8 +65,9 @@ fn shared<B: Backend>(backend: B) -> Arc<dyn Backend> {
 impl Engines {
     /// Probes every engine. `onnxruntime_library` is `--onnxruntime PATH`. `want_gpu` is false
     /// when no component can be placed on a GPU (`--device cpu` everywhere): the GPU probes,
-    /// which load the CUDA libraries, are then skipped and say so.
-    pub fn probe(onnxruntime_library: Option<&Path>, want_gpu: bool) -> Self {
+    /// which load the CUDA libraries, are then skipped and say so. `threads` is how many
+    /// threads each CPU engine job uses.
+    pub fn probe(onnxruntime_library: Option<&Path>, want_gpu: bool, threads: usize) -> Self {
         let runtime = onnxruntime::locate(onnxruntime_library).map(OnnxRuntime::new);
         let skipped = || Err::<Arc<dyn Backend>, String>("not probed: every component asks for device cpu".into());
         let (tract_gpu, onnxruntime_gpu) = if want_gpu {
@@ -81,9 +82,9 @@ impl Engines {
             (skipped(), skipped())
         };
         Self {
-            tract: shared(TractBackend::cpu()),
+            tract: shared(TractBackend::cpu(threads)),
             onnxruntime_library: runtime.as_ref().ok().map(|rt| rt.library().to_owned()),
-            onnxruntime: runtime.map(|rt| shared(OnnxRuntimeBackend::cpu(rt))),
+            onnxruntime: runtime.map(|rt| shared(OnnxRuntimeBackend::cpu(rt, threads))),
             tract_gpu,
             onnxruntime_gpu,
         }

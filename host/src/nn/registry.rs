@@ -71,8 +71,9 @@ pub struct InferencePool {
 
 impl InferencePool {
     /// One slot per available core.
-    pub fn sized_to_machine() -> Self {
-        Self::with_size(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    /// One job per `threads_per_job` cores, at least one.
+    pub fn sized_to_machine(threads_per_job: usize) -> Self {
+        Self::with_size(std::thread::available_parallelism().map_or(1, |n| n.get()) / threads_per_job.max(1))
     }
 
     pub fn with_size(size: usize) -> Self {
@@ -202,7 +203,7 @@ mod tests {
     #[tokio::test]
     async fn same_bytes_compile_once_and_share_one_graph() {
         let cache = GraphCache::new(Arc::new(InferencePool::with_size(2)));
-        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu());
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu(1));
         let (a, b) = tokio::join!(cache.get_or_compile(cifar10_bytes(), &tract), cache.get_or_compile(cifar10_bytes(), &tract));
         assert!(Arc::ptr_eq(&a.unwrap(), &b.unwrap()));
         assert_eq!(cache.compiles(), 1);
@@ -214,7 +215,7 @@ mod tests {
     async fn compute_checks_inputs_against_the_model() {
         use crate::nn::backend::{ElementType, Tensor, compute};
         let cache = GraphCache::new(Arc::new(InferencePool::with_size(1)));
-        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu());
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu(1));
         let graph = cache.get_or_compile(cifar10_bytes(), &tract).await.unwrap();
         let input = |dims: Vec<u32>, len: usize| Tensor { dims, ty: ElementType::F32, data: vec![0; len] };
         let out = compute(graph.as_ref(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))]).unwrap();

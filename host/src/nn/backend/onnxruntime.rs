@@ -96,11 +96,13 @@ const CUDA_PROVIDER: &str = "libonnxruntime_providers_cuda.so";
 pub struct OnnxRuntimeBackend {
     runtime: Arc<OnnxRuntime>,
     device: &'static str,
+    /// Intra-op threads per session on the CPU.
+    threads: usize,
 }
 
 impl OnnxRuntimeBackend {
-    pub fn cpu(runtime: Arc<OnnxRuntime>) -> Self {
-        Self { runtime, device: "cpu" }
+    pub fn cpu(runtime: Arc<OnnxRuntime>, threads: usize) -> Self {
+        Self { runtime, device: "cpu", threads }
     }
 
     /// ONNX Runtime's CUDA execution provider, or why it cannot run here. Starts one real
@@ -113,7 +115,7 @@ impl OnnxRuntimeBackend {
                 runtime.library.display()
             ));
         }
-        let backend = Self { runtime, device: "gpu" };
+        let backend = Self { runtime, device: "gpu", threads: 1 };
         backend.session(IDENTITY_MODEL).map_err(|e| format!("the CUDA execution provider did not start: {e}"))?;
         Ok(backend)
     }
@@ -130,7 +132,7 @@ impl OnnxRuntimeBackend {
             "gpu" => builder
                 .with_execution_providers([CUDA::default().with_tf32(false).build().error_on_failure()])
                 .map_err(|e| BackendError::Unsupported(format!("CUDA execution provider: {e}")))?,
-            _ => builder.with_intra_threads(1).map_err(|e| BackendError::InvalidModel(e.to_string()))?,
+            _ => builder.with_intra_threads(self.threads).map_err(|e| BackendError::InvalidModel(e.to_string()))?,
         };
         builder.commit_from_memory(model).map_err(invalid)
     }
@@ -176,7 +178,7 @@ impl Backend for OnnxRuntimeBackend {
         };
         let inputs = specs(first.inputs())?;
         let outputs = specs(first.outputs())?;
-        let backend = OnnxRuntimeBackend { runtime: self.runtime.clone(), device: self.device };
+        let backend = OnnxRuntimeBackend { runtime: self.runtime.clone(), device: self.device, threads: self.threads };
         Ok(Arc::new(OrtGraph { model: model.into(), backend, idle: Mutex::new(vec![first]), inputs, outputs }))
     }
 }

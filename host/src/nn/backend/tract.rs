@@ -20,8 +20,12 @@ pub struct TractBackend {
 }
 
 impl TractBackend {
-    /// tract on the CPU.
-    pub fn cpu() -> Self {
+    /// tract on the CPU, its matrix kernels split over `threads` threads when more than one.
+    pub fn cpu(threads: usize) -> Self {
+        if threads > 1 {
+            // process-wide: one setting per host, like the inference pool it is sized against
+            tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
+        }
         let runtime = runtime_for_name("cpu").ok().flatten().expect("tract's CPU runtime is built in");
         Self { runtime, device: "cpu" }
     }
