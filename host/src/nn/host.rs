@@ -1,17 +1,17 @@
 //! The generated `wasi:nn` traits, implemented over [`NnView`].
 
 use super::NnView;
-use super::backend::{self, BackendError, ElementType, Graph, Tensor};
+use super::backend::{BackendError, ElementType, Tensor};
 use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType, errors, graph, inference, tensor};
-use super::registry::LoadByNameError;
+use super::registry::{LoadByNameError, SharedGraph};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
 /// A loaded graph, as a guest holds it.
-pub struct GraphResource(Arc<dyn Graph>);
+pub struct GraphResource(Arc<SharedGraph>);
 
 /// A graph bound for compute; graphs are stateless, so this shares the graph.
-pub struct ExecutionContext(Arc<dyn Graph>);
+pub struct ExecutionContext(Arc<SharedGraph>);
 
 /// A guest-visible `wasi:nn` error: a code and a message saying what was wrong.
 #[derive(Debug)]
@@ -101,16 +101,7 @@ impl NnView<'_> {
             .map(|(name, t)| Ok((name, self.table.delete(t)?)))
             .collect::<NnResult<Vec<_>>>()?;
         let queued = std::time::Instant::now();
-        let outputs = self
-            .ctx
-            .cache
-            .pool()
-            .run(move || {
-                let started = std::time::Instant::now();
-                backend::compute(graph.as_ref(), inputs).map(|o| (o, started.elapsed()))
-            })
-            .await;
-        let (outputs, engine_time) = outputs?;
+        let (outputs, engine_time) = self.ctx.cache.pool().compute(graph, inputs).await?;
         tracing::debug!(engine_us = engine_time.as_micros() as u64, total_us = queued.elapsed().as_micros() as u64, "compute");
         outputs
             .into_iter()

@@ -4,15 +4,57 @@
 //! shared by every instance of every component. [`ComponentModels`] lives once per component:
 //! the named models it may `load-by-name`, which are exactly the model files its manifest mounts.
 
-use super::backend::{self, Backend, BackendError, Graph};
+use super::backend::{self, Backend, BackendError, Graph, NamedTensor};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
-type Slot = Arc<OnceCell<Arc<dyn Graph>>>;
+type Slot = Arc<OnceCell<Arc<SharedGraph>>>;
+
+/// A compiled graph as the cache shares it, with how long its runs typically take, which decides
+/// whether the next run may stay on the async worker that asks for it.
+pub struct SharedGraph {
+    graph: Arc<dyn Graph>,
+    /// Moving average of the engine time in µs; `u64::MAX` until the first run.
+    typical_us: AtomicU64,
+    /// The largest input (bytes) of a run that took less than [`INLINE_BELOW`]: a larger one may
+    /// take longer, so it does not run inline on the strength of smaller ones.
+    quick_input_bytes: AtomicU64,
+}
+
+impl SharedGraph {
+    fn new(graph: Arc<dyn Graph>) -> Self {
+        Self { graph, typical_us: AtomicU64::new(u64::MAX), quick_input_bytes: AtomicU64::new(0) }
+    }
+
+    pub fn graph(&self) -> &dyn Graph {
+        self.graph.as_ref()
+    }
+
+    fn runs_inline(&self, input_bytes: u64) -> bool {
+        self.typical_us.load(Ordering::Relaxed) < INLINE_BELOW.as_micros() as u64
+            && input_bytes <= self.quick_input_bytes.load(Ordering::Relaxed)
+    }
+
+    fn observe(&self, took: Duration, input_bytes: u64) {
+        if took < INLINE_BELOW {
+            self.quick_input_bytes.fetch_max(input_bytes, Ordering::Relaxed);
+        }
+        let sample = took.as_micros().min(u128::from(u64::MAX - 1)) as u64;
+        let _ = self.typical_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |typical| {
+            Some(if typical == u64::MAX { sample } else { typical - typical / 8 + sample / 8 })
+        });
+    }
+}
+
+/// Runs that typically take less stay on the async worker that asked: handing the worker's other
+/// tasks to a new thread (`block_in_place`) costs ~13 µs, a quarter of a small CNN's run, and
+/// tokio's guidance for the time between a task's yields is 10–100 µs.
+const INLINE_BELOW: Duration = Duration::from_micros(100);
 
 /// Compiled graphs keyed by the SHA-256 of their bytes and the engine and device that compiled them.
 pub struct GraphCache {
@@ -38,7 +80,7 @@ impl GraphCache {
 
     /// Returns the compiled graph for these bytes, compiling them (off the async workers) on a miss.
     /// Concurrent callers with the same bytes wait for one compilation.
-    pub async fn get_or_compile(&self, model: Arc<[u8]>, backend: &Arc<dyn Backend>) -> Result<Arc<dyn Graph>, BackendError> {
+    pub async fn get_or_compile(&self, model: Arc<[u8]>, backend: &Arc<dyn Backend>) -> Result<Arc<SharedGraph>, BackendError> {
         let digest = {
             let model = model.clone();
             self.pool.run(move || Ok(<[u8; 32]>::from(Sha256::digest(&model)))).await?
@@ -56,7 +98,7 @@ impl GraphCache {
                 ms = started.elapsed().as_millis() as u64,
                 "compiled model graph"
             );
-            Ok(graph)
+            Ok(Arc::new(SharedGraph::new(graph)))
         })
         .await
         .cloned()
@@ -78,6 +120,25 @@ impl InferencePool {
 
     pub fn with_size(size: usize) -> Self {
         Self { permits: tokio::sync::Semaphore::new(size.max(1)) }
+    }
+
+    /// Runs `graph` once a slot is free: on the calling worker when its runs are typically
+    /// short, else off the async workers. Returns the outputs and the engine time.
+    pub async fn compute(&self, graph: Arc<SharedGraph>, inputs: Vec<NamedTensor>) -> Result<(Vec<NamedTensor>, Duration), BackendError> {
+        let input_bytes = inputs.iter().map(|(_, t)| t.data.len() as u64).sum();
+        let inline = graph.runs_inline(input_bytes);
+        let work = move || {
+            let started = Instant::now();
+            let outputs = backend::compute(graph.graph(), inputs);
+            let took = started.elapsed();
+            graph.observe(took, input_bytes);
+            outputs.map(|o| (o, took))
+        };
+        if inline {
+            let _slot = self.permits.acquire().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
+            return work();
+        }
+        self.run(work).await
     }
 
     /// Runs CPU-bound engine work on a blocking thread once a slot is free.
@@ -107,7 +168,7 @@ pub struct NamedModel {
     pub host_path: PathBuf,
     /// Where the component sees the same file.
     pub guest_path: String,
-    graph: OnceCell<Arc<dyn Graph>>,
+    graph: OnceCell<Arc<SharedGraph>>,
 }
 
 /// The named models of one component, resolved from its mounted files.
@@ -143,7 +204,7 @@ impl ComponentModels {
     }
 
     /// Loads a named model through the shared cache; later calls return the same graph directly.
-    pub async fn load(&self, name: &str, cache: &GraphCache, backend: &Arc<dyn Backend>) -> Result<Arc<dyn Graph>, LoadByNameError> {
+    pub async fn load(&self, name: &str, cache: &GraphCache, backend: &Arc<dyn Backend>) -> Result<Arc<SharedGraph>, LoadByNameError> {
         let model = self.models.get(name).ok_or_else(|| LoadByNameError::NotFound {
             name: name.to_owned(),
             available: self.names().map(str::to_owned).collect(),
@@ -211,6 +272,20 @@ mod tests {
         assert!(matches!(garbage, Err(BackendError::InvalidModel(_))));
     }
 
+    #[test]
+    fn only_quick_runs_on_inputs_no_larger_than_seen_stay_on_the_worker() {
+        let graph = crate::nn::backend::tract::TractBackend::cpu(1).load(&cifar10_bytes()).unwrap();
+        let shared = SharedGraph::new(graph);
+        assert!(!shared.runs_inline(100), "nothing known yet");
+        shared.observe(Duration::from_micros(50), 100);
+        assert!(shared.runs_inline(100));
+        assert!(!shared.runs_inline(101), "a larger input than any quick run");
+        for _ in 0..40 {
+            shared.observe(Duration::from_millis(5), 100);
+        }
+        assert!(!shared.runs_inline(100), "runs got slow");
+    }
+
     #[tokio::test]
     async fn compute_checks_inputs_against_the_model() {
         use crate::nn::backend::{ElementType, Tensor, compute};
@@ -218,7 +293,7 @@ mod tests {
         let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu(1));
         let graph = cache.get_or_compile(cifar10_bytes(), &tract).await.unwrap();
         let input = |dims: Vec<u32>, len: usize| Tensor { dims, ty: ElementType::F32, data: vec![0; len] };
-        let out = compute(graph.as_ref(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))]).unwrap();
+        let out = compute(graph.graph(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))]).unwrap();
         assert_eq!(out[0].0, "probabilities");
         assert_eq!(out[0].1.dims, vec![2, 10]);
         let probs: Vec<f32> = out[0].1.data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -229,7 +304,7 @@ mod tests {
             (vec![("input".to_string(), input(vec![1, 32, 32, 3], 7))], "need 12288 bytes, got 7"),
             (vec![], "missing input 'input'"),
         ] {
-            let err = compute(graph.as_ref(), inputs).unwrap_err().to_string();
+            let err = compute(graph.graph(), inputs).unwrap_err().to_string();
             assert!(err.contains(message), "{err}");
         }
     }
