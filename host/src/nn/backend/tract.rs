@@ -55,8 +55,35 @@ enum Plans {
     PerShape { model: InferenceModel, runtime: &'static dyn Runtime, compiled: Mutex<HashMap<Vec<Vec<u32>>, Arc<dyn Runnable>>> },
 }
 
-/// Shapes compiled per graph before the oldest plans are dropped.
+/// Plans kept per graph compiled per shape; past it the graph starts over.
 const MAX_PLANS_PER_GRAPH: usize = 16;
+
+impl Plans {
+    fn run(&self, values: TVec<TValue>) -> Result<TVec<TValue>, BackendError> {
+        let runtime_error = |e: TractError| BackendError::Runtime(format!("{e:#}"));
+        let (model, runtime, compiled) = match self {
+            Plans::Any(plan) => return plan.run(values).map_err(runtime_error),
+            Plans::PerShape { model, runtime, compiled } => (model, *runtime, compiled),
+        };
+        let shapes: Vec<Vec<u32>> = values.iter().map(|v| v.shape().iter().map(|&d| d as u32).collect()).collect();
+        let cached = compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&shapes).cloned();
+        let plan = match cached {
+            Some(plan) => plan,
+            None => {
+                let plan: Arc<dyn Runnable> = Arc::from(specialise(model, runtime, &values).map_err(|e| {
+                    BackendError::InvalidInput(format!("the model cannot run on input shapes {shapes:?}: {e:#}"))
+                })?);
+                let mut compiled = compiled.lock().unwrap_or_else(|e| e.into_inner());
+                if compiled.len() >= MAX_PLANS_PER_GRAPH {
+                    compiled.clear();
+                }
+                compiled.insert(shapes, plan.clone());
+                plan
+            }
+        };
+        plan.run(values).map_err(runtime_error)
+    }
+}
 
 impl Backend for TractBackend {
     fn name(&self) -> &'static str {
@@ -210,29 +237,7 @@ impl Graph for TractGraph {
                 Ok(tensor.map_err(runtime)?.into_tvalue())
             })
             .collect::<Result<TVec<TValue>, BackendError>>()?;
-        let outputs = match &self.plans {
-            Plans::Any(plan) => plan.run(values),
-            Plans::PerShape { model, runtime: engine, compiled } => {
-                let shapes: Vec<Vec<u32>> = values.iter().map(|v| v.shape().iter().map(|&d| d as u32).collect()).collect();
-                let cached = compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&shapes).cloned();
-                let plan = match cached {
-                    Some(plan) => plan,
-                    None => {
-                        let plan: Arc<dyn Runnable> = Arc::from(specialise(model, *engine, &values).map_err(|e| {
-                            BackendError::InvalidInput(format!("the model cannot run on input shapes {shapes:?}: {e:#}"))
-                        })?);
-                        let mut compiled = compiled.lock().unwrap_or_else(|e| e.into_inner());
-                        if compiled.len() >= MAX_PLANS_PER_GRAPH {
-                            compiled.clear();
-                        }
-                        compiled.insert(shapes, plan.clone());
-                        plan
-                    }
-                };
-                plan.run(values)
-            }
-        }
-        .map_err(runtime)?;
+        let outputs = self.plans.run(values)?;
         outputs
             .into_iter()
             .map(|value| {
