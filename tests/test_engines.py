@@ -3,6 +3,7 @@ engine, and the host says which engine and device each component got, and why.""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -104,6 +105,25 @@ def test_asking_for_what_is_missing_is_an_error_not_a_fallback():
         assert "; tract on gpu: " in err
         err = refused_start("--device", "gpu", "--engine", "tract")
         assert "device gpu was asked for but no GPU engine is ready: tract on gpu: " in err
+
+
+@pytest.mark.skipif(not os.environ.get("ONNXRUNTIME_GPU_LIBRARY"), reason="set ONNXRUNTIME_GPU_LIBRARY to the "
+                    "onnxruntime-gpu wheel's libonnxruntime.so (255 MB, not part of the CI) to run this")
+def test_a_cuda_provider_that_cannot_start_is_an_error_not_a_cpu_fallback():
+    library = os.environ["ONNXRUNTIME_GPU_LIBRARY"]
+    if gpu_reason():
+        err = refused_start("--device", "gpu", "--engine", "onnxruntime", "--onnxruntime", library)
+        assert "onnxruntime on gpu: the CUDA execution provider did not start: " in err, err
+    server = Spindle(ROOT / "spin.toml", "--onnxruntime", library)
+    try:
+        banner = "\n".join(server.banner)
+        ort_gpu = re.search(r"^  onnxruntime +gpu +(.*)$", banner, re.M).group(1)
+        if gpu_reason():
+            assert ort_gpu.startswith("unavailable: the CUDA execution provider did not start: "), ort_gpu
+        else:
+            assert ort_gpu == "available", ort_gpu
+    finally:
+        server.stop()
 
 
 def test_the_start_up_table_says_why_each_engine_is_or_is_not_there(spindle, servers):
