@@ -81,6 +81,20 @@ def test_every_engine_gives_the_same_answers_on_text_detection(servers):
             np.testing.assert_allclose(text_map(server, x), reference, rtol=1e-4, atol=PPOCR_ATOL, err_msg=engine)
 
 
+def test_more_threads_per_engine_job_give_the_same_answers(servers, heldout):
+    for engine in CPU_ENGINES:
+        threaded = Spindle(ROOT / "spin.toml", "--engine", engine, "--device", "cpu", "--engine-threads", "2")
+        try:
+            (tb, ts), (mb, ms) = cnn_answers(servers[engine], heldout), cnn_answers(threaded, heldout)
+            np.testing.assert_allclose(mb, tb, rtol=1e-4, atol=1e-7)
+            np.testing.assert_allclose(ms, ts, rtol=1e-4, atol=1e-7)
+            x = sample.text_image(96, 320)
+            np.testing.assert_allclose(text_map(threaded, x), text_map(servers[engine], x), rtol=1e-4, atol=PPOCR_ATOL)
+        finally:
+            threaded.stop()
+    assert "--engine-threads" in refused_start("--engine-threads", "0")
+
+
 def test_a_shape_the_model_cannot_take_is_a_client_error(servers):
     x = sample.text_image(96, 320)[:, :, :90, :]
     r = requests.post(f"{servers['tract'].url}/v2/models/ppocr-det/infer", timeout=60, json={
