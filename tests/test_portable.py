@@ -3,6 +3,7 @@ wasi:nn exists — Spindle with `--no-wasi-nn`, and `wasmtime serve` — with th
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -51,7 +52,8 @@ def test_without_wasi_nn_only_portable_builds_start():
     run = subprocess.run([str(SPINDLE), "up", "--no-wasi-nn", "--preload", "--no-cache", "--listen", "127.0.0.1:0"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode != 0
-    assert "component 'cifar10': linking imports" in run.stderr and "wasi:nn" in run.stderr
+    # both components import wasi:nn; whichever preload fails first is reported
+    assert re.search(r"component '(cifar10|ppocr-det)': linking imports", run.stderr) and "wasi:nn" in run.stderr
 
 
 def test_portable_build_under_spindle_without_wasi_nn(reference):

@@ -203,7 +203,7 @@ impl App {
             let placement = engines
                 .place(settings.engine.unwrap_or(options.engine), settings.device.unwrap_or(options.device))
                 .map_err(|e| anyhow::anyhow!("component '{id}': {e}"))?;
-            tracing::info!(component = %id, engine = placement.backend.name(), device = placement.device, "models placed: {}", placement.reason);
+            tracing::info!(component = %id, engine = placement.backend.name(), device = %placement.device, "models placed: {}", placement.reason);
             components.insert(
                 id.clone(),
                 Arc::new(LoadedComponent {

@@ -161,7 +161,7 @@ fn main() -> Result<()> {
                 let addr = server.local_addr()?;
                 println!("Engines:");
                 for (engine, device, status) in server.app().engines.table() {
-                    println!("  {engine:<12} {device:<4} {status}");
+                    println!("  {engine:<12} {:<4} {status}", device.as_str());
                 }
                 println!("Components:");
                 let mut components: Vec<_> = server.app().components.values().collect();

@@ -56,7 +56,7 @@ fn index(app: &App) -> Vec<serde_json::Value> {
                 "state": "READY",
                 "component": component.map(|c| c.id.to_string()),
                 "engine": component.map(|c| c.placement.backend.name()),
-                "device": component.map(|c| c.placement.device),
+                "device": component.map(|c| c.placement.device.as_str()),
             })
         })
         .collect()

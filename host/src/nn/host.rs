@@ -1,7 +1,7 @@
 //! The generated `wasi:nn` traits, implemented over [`NnView`].
 
 use super::NnView;
-use super::backend::{BackendError, ElementType, Tensor};
+use super::backend::{BackendError, Device, ElementType, Tensor};
 use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType, errors, graph, inference, tensor};
 use super::registry::{LoadByNameError, SharedGraph};
 use std::sync::Arc;
@@ -129,7 +129,7 @@ impl NnView<'_> {
         let placement = &self.ctx.placement;
         match target {
             ExecutionTarget::Cpu => Ok(()),
-            ExecutionTarget::Gpu if placement.device == "gpu" => Ok(()),
+            ExecutionTarget::Gpu if placement.device == Device::Gpu => Ok(()),
             other => Err(NnError::new(
                 ErrorCode::UnsupportedOperation,
                 format!(

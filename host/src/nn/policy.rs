@@ -6,7 +6,7 @@
 //! something that is not available is an error at start, saying why, never a silent fallback.
 //! Of the GPU engines, ONNX Runtime's CUDA execution provider comes first, then tract's CUDA runtime.
 
-use super::backend::Backend;
+use super::backend::{Backend, Device};
 use super::backend::onnxruntime::{self, OnnxRuntime, OnnxRuntimeBackend};
 use super::backend::tract::TractBackend;
 use serde::Deserialize;
@@ -38,8 +38,8 @@ pub enum DeviceChoice {
 #[derive(Clone)]
 pub struct Placement {
     pub backend: Arc<dyn Backend>,
-    /// `"cpu"` or `"gpu"`: the backend's device.
-    pub device: &'static str,
+    /// The backend's device.
+    pub device: Device,
     pub reason: String,
 }
 
@@ -91,19 +91,19 @@ impl Engines {
     }
 
     /// One line per engine and device: name, device, availability.
-    pub fn table(&self) -> Vec<(String, &'static str, String)> {
+    pub fn table(&self) -> Vec<(&'static str, Device, String)> {
         let status = |r: &Result<Arc<dyn Backend>, String>| match r {
             Ok(_) => "available".to_owned(),
             Err(e) => format!("unavailable: {e}"),
         };
         vec![
-            ("tract".into(), "cpu", "available (built in)".into()),
-            ("onnxruntime".into(), "cpu", match (&self.onnxruntime, &self.onnxruntime_library) {
+            ("tract", Device::Cpu, "available (built in)".into()),
+            ("onnxruntime", Device::Cpu, match (&self.onnxruntime, &self.onnxruntime_library) {
                 (Ok(_), Some(path)) => format!("available ({}, loaded on first use)", path.display()),
                 (_, _) => status(&self.onnxruntime),
             }),
-            ("tract".into(), "gpu", status(&self.tract_gpu)),
-            ("onnxruntime".into(), "gpu", status(&self.onnxruntime_gpu)),
+            ("tract", Device::Gpu, status(&self.tract_gpu)),
+            ("onnxruntime", Device::Gpu, status(&self.onnxruntime_gpu)),
         ]
     }
 

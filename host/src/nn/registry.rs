@@ -4,7 +4,7 @@
 //! shared by every instance of every component. [`ComponentModels`] lives once per component:
 //! the named models it may `load-by-name`, which are exactly the model files its manifest mounts.
 
-use super::backend::{self, Backend, BackendError, Graph, NamedTensor};
+use super::backend::{self, Backend, BackendError, Device, Graph, NamedTensor};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -64,7 +64,7 @@ const INLINE_BELOW: Duration = Duration::from_micros(100);
 /// Compiled graphs keyed by the SHA-256 of their bytes and the engine and device that compiled them.
 pub struct GraphCache {
     pool: Arc<InferencePool>,
-    graphs: Mutex<HashMap<([u8; 32], &'static str, &'static str), Slot>>,
+    graphs: Mutex<HashMap<([u8; 32], &'static str, Device), Slot>>,
     compiles: AtomicUsize,
 }
 
@@ -98,7 +98,7 @@ impl GraphCache {
             self.compiles.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 engine = backend.name(),
-                device = backend.device(),
+                device = %backend.device(),
                 sha256 = %hex(&digest[..6]),
                 ms = started.elapsed().as_millis() as u64,
                 "compiled model graph"

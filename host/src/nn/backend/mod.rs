@@ -169,13 +169,35 @@ pub enum BackendError {
     Runtime(String),
 }
 
+/// Where an engine computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Device {
+    Cpu,
+    Gpu,
+}
+
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An inference engine.
 pub trait Backend: Send + Sync + 'static {
     /// Short name, used in logs and cache keys (`"tract"`).
     fn name(&self) -> &'static str;
-    /// Where it computes: `"cpu"` or `"gpu"`.
-    fn device(&self) -> &'static str {
-        "cpu"
+    /// Where it computes.
+    fn device(&self) -> Device {
+        Device::Cpu
     }
     /// Compiles model bytes (ONNX) into a runnable graph.
     fn load(&self, model: &[u8]) -> Result<Arc<dyn Graph>, BackendError>;

@@ -6,7 +6,7 @@
 //! session registers the CUDA execution provider with `error_on_failure`, so a provider that
 //! cannot start is an error Spindle reports, never a silent fall back to the CPU.
 
-use super::{Backend, BackendError, Dim, ElementType, Graph, Tensor, TensorSpec};
+use super::{Backend, BackendError, Device, Dim, ElementType, Graph, Tensor, TensorSpec};
 use ort::ep::CUDA;
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, TensorElementType, ValueType};
@@ -93,16 +93,17 @@ const IDENTITY_MODEL: &[u8] = include_bytes!("identity.onnx");
 const CUDA_PROVIDER: &str = "libonnxruntime_providers_cuda.so";
 
 /// ONNX Runtime on the CPU, or on a GPU through its CUDA execution provider.
+#[derive(Clone)]
 pub struct OnnxRuntimeBackend {
     runtime: Arc<OnnxRuntime>,
-    device: &'static str,
+    device: Device,
     /// Intra-op threads per session on the CPU.
     threads: usize,
 }
 
 impl OnnxRuntimeBackend {
     pub fn cpu(runtime: Arc<OnnxRuntime>, threads: usize) -> Self {
-        Self { runtime, device: "cpu", threads }
+        Self { runtime, device: Device::Cpu, threads }
     }
 
     /// ONNX Runtime's CUDA execution provider, or why it cannot run here. Starts one real
@@ -115,7 +116,7 @@ impl OnnxRuntimeBackend {
                 runtime.library.display()
             ));
         }
-        let backend = Self { runtime, device: "gpu", threads: 1 };
+        let backend = Self { runtime, device: Device::Gpu, threads: 1 };
         backend.session(IDENTITY_MODEL).map_err(|e| format!("the CUDA execution provider did not start: {e}"))?;
         Ok(backend)
     }
@@ -129,10 +130,10 @@ impl OnnxRuntimeBackend {
             .with_inter_threads(1)
             .map_err(|e| BackendError::InvalidModel(e.to_string()))?;
         let mut builder = match self.device {
-            "gpu" => builder
+            Device::Gpu => builder
                 .with_execution_providers([CUDA::default().with_tf32(false).build().error_on_failure()])
                 .map_err(|e| BackendError::Unsupported(format!("CUDA execution provider: {e}")))?,
-            _ => builder.with_intra_threads(self.threads).map_err(|e| BackendError::InvalidModel(e.to_string()))?,
+            Device::Cpu => builder.with_intra_threads(self.threads).map_err(|e| BackendError::InvalidModel(e.to_string()))?,
         };
         builder.commit_from_memory(model).map_err(invalid)
     }
@@ -151,7 +152,7 @@ impl Backend for OnnxRuntimeBackend {
         "onnxruntime"
     }
 
-    fn device(&self) -> &'static str {
+    fn device(&self) -> Device {
         self.device
     }
 
@@ -178,8 +179,7 @@ impl Backend for OnnxRuntimeBackend {
         };
         let inputs = specs(first.inputs())?;
         let outputs = specs(first.outputs())?;
-        let backend = OnnxRuntimeBackend { runtime: self.runtime.clone(), device: self.device, threads: self.threads };
-        Ok(Arc::new(OrtGraph { model: model.into(), backend, idle: Mutex::new(vec![first]), inputs, outputs }))
+        Ok(Arc::new(OrtGraph { model: model.into(), backend: self.clone(), idle: Mutex::new(vec![first]), inputs, outputs }))
     }
 }
 

@@ -3,7 +3,7 @@
 //! and loads the CUDA libraries with `cudarc` at run time, so [`TractBackend::cuda`] says why it
 //! cannot run on a machine without them.
 
-use super::{Backend, BackendError, Dim, ElementType, Graph, Tensor, TensorSpec};
+use super::{Backend, BackendError, Device, Dim, ElementType, Graph, Tensor, TensorSpec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
@@ -16,7 +16,7 @@ extern crate tract_cuda;
 /// Compiles ONNX models with `tract-onnx` into plans for one of tract's runtimes.
 pub struct TractBackend {
     runtime: &'static dyn Runtime,
-    device: &'static str,
+    device: Device,
 }
 
 impl TractBackend {
@@ -27,7 +27,7 @@ impl TractBackend {
             tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
         }
         let runtime = runtime_for_name("cpu").ok().flatten().expect("tract's CPU runtime is built in");
-        Self { runtime, device: "cpu" }
+        Self { runtime, device: Device::Cpu }
     }
 
     /// tract's CUDA runtime, or why it cannot run here (no driver, a driver older than CUDA 13,
@@ -37,7 +37,7 @@ impl TractBackend {
             .map_err(|e| format!("{e:#}"))?
             .ok_or("this build of tract has no CUDA runtime")?;
         runtime.check().map_err(|e| format!("{e:#}"))?;
-        Ok(Self { runtime, device: "gpu" })
+        Ok(Self { runtime, device: Device::Gpu })
     }
 }
 
@@ -90,7 +90,7 @@ impl Backend for TractBackend {
         "tract"
     }
 
-    fn device(&self) -> &'static str {
+    fn device(&self) -> Device {
         self.device
     }
 
