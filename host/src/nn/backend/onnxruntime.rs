@@ -232,6 +232,17 @@ impl Graph for OrtGraph {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        // Inputs were checked against every fixed dimension, so when a model with symbolic ones
+        // fails, the sizes the client chose for those are what the model cannot take.
+        let shapes: Vec<Vec<u32>> = inputs.iter().map(|t| t.dims.clone()).collect();
+        let symbolic = self.inputs.iter().any(|spec| spec.shape.iter().any(|d| matches!(d, Dim::Symbol(_))));
+        let run_failed = |e: ort::Error| {
+            if symbolic {
+                BackendError::InvalidInput(format!("the model cannot run on input shapes {shapes:?}: {e}"))
+            } else {
+                BackendError::Runtime(e.to_string())
+            }
+        };
         let values = inputs
             .iter()
             .zip(&self.inputs)
@@ -243,7 +254,7 @@ impl Graph for OrtGraph {
             None => self.backend.session(&self.model)?,
         };
         let result = (|| {
-            let outputs = session.run(values).map_err(|e| BackendError::Runtime(e.to_string()))?;
+            let outputs = session.run(values).map_err(run_failed)?;
             self.outputs
                 .iter()
                 .map(|spec| {
