@@ -7,7 +7,7 @@
 //!     cargo bench -p spindle --bench engines
 
 use spindle::nn::backend::{self, ElementType, Tensor};
-use spindle::nn::policy::{DeviceChoice, EngineChoice, Engines};
+use spindle::nn::policy::{DeviceChoice, EngineChoice, InferenceEngines};
 use std::time::Instant;
 
 const CALLS: usize = 3000;
@@ -35,8 +35,12 @@ impl Between {
 fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let model = std::fs::read(root.join("models/cifar10/model.onnx"))?;
-    let engines = Engines::probe(None, false, 1);
-    let input = Tensor { dims: vec![1, 32, 32, 3], ty: ElementType::F32, data: (0..3072).flat_map(|i| ((i % 255) as f32 / 255.0).to_le_bytes()).collect() };
+    let engines = InferenceEngines::probe(None, false, 1);
+    let input = Tensor {
+        dims: vec![1, 32, 32, 3],
+        ty: ElementType::F32,
+        data: (0..3072).flat_map(|i| ((i % 255) as f32 / 255.0).to_le_bytes()).collect(),
+    };
     println!("| engine | between calls | backend::compute per call, median | p99 | calls |");
     println!("|---|---|---|---|---|");
     let mut other = vec![0u8; 8 << 20];
@@ -67,7 +71,13 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             micros.sort_by(f64::total_cmp);
-            println!("| {} | {} | {:.1} µs | {:.1} µs | {CALLS} |", placement.backend.name(), between.describe(), micros[CALLS / 2], micros[CALLS * 99 / 100]);
+            println!(
+                "| {} | {} | {:.1} µs | {:.1} µs | {CALLS} |",
+                placement.backend.name(),
+                between.describe(),
+                micros[CALLS / 2],
+                micros[CALLS * 99 / 100]
+            );
         }
     }
     Ok(())

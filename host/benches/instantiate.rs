@@ -4,8 +4,8 @@
 //!
 //!     cargo bench -p spindle --bench instantiate
 
-use spindle::app::{App, HostOptions, Limits};
 use spindle::manifest::Manifest;
+use spindle::runtime::{App, HostOptions, Limits};
 use std::path::Path;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
         println!("| component | fresh Store + instantiate, median | p99 | rounds |");
         println!("|---|---|---|---|");
         for id in ["hello", "cifar10"] {
-            let component = app.components.iter().find(|(k, _)| k.as_str() == id).map(|(_, c)| c.clone()).expect(id);
+            let component = app.components().into_iter().find(|c| c.id.as_str() == id).cloned().expect(id);
             let pre = app.instance_pre(&component).await?;
             let mut micros = Vec::with_capacity(ROUNDS);
             for _ in 0..ROUNDS {

@@ -26,11 +26,8 @@ fn classify(model: &Model, body: &[u8]) -> Result<String, String> {
     let probs: Vec<f32> = outputs[0].1.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let top: Vec<String> = ranked
-        .iter()
-        .take(5)
-        .map(|(i, p)| format!("{{\"label\":\"{}\",\"probability\":{p}}}", model.labels[*i]))
-        .collect();
+    let top: Vec<String> =
+        ranked.iter().take(5).map(|(i, p)| format!("{{\"label\":\"{}\",\"probability\":{p}}}", model.labels[*i])).collect();
     Ok(format!("[{}]", top.join(",")))
 }
 
@@ -40,11 +37,7 @@ async fn handle(model: Arc<Model>, req: Request<Incoming>) -> Result<Response<Fu
         Ok(json) => (200, json),
         Err(e) => (400, format!("{{\"error\":{e:?}}}")),
     };
-    Ok(Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(text)))
-        .unwrap())
+    Ok(Response::builder().status(status).header("content-type", "application/json").body(Full::new(Bytes::from(text))).unwrap())
 }
 
 #[tokio::main]

@@ -1,10 +1,11 @@
+//! The `spindle` command: parses flags and calls the library.
+
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use spindle::app::{App, HostOptions, Limits};
-use spindle::cache::ComponentCache;
-use spindle::nn::policy::{DeviceChoice, EngineChoice};
+use clap::{Parser, Subcommand, ValueEnum};
+use spindle::http::Server;
 use spindle::manifest::Manifest;
-use spindle::server::Server;
+use spindle::nn::policy::{DeviceChoice, EngineChoice};
+use spindle::runtime::{App, ComponentCache, HostOptions, Limits};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -57,11 +58,11 @@ enum Command {
         #[arg(long)]
         preload: bool,
         /// Inference engine for components that do not choose one.
-        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
-        engine: EngineChoice,
+        #[arg(long, value_enum, default_value_t = Engine::Auto)]
+        engine: Engine,
         /// Device for components that do not choose one.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-        device: DeviceChoice,
+        #[arg(long, value_enum, default_value_t = Device::Auto)]
+        device: Device,
         /// The ONNX Runtime shared library [default: $ORT_DYLIB_PATH, or found in the active
         /// Python's onnxruntime package].
         #[arg(long, value_name = "PATH")]
@@ -92,25 +93,62 @@ enum Command {
     },
 }
 
+/// `--engine`, as the library's [`EngineChoice`].
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    Auto,
+    Tract,
+    Onnxruntime,
+}
+
+impl From<Engine> for EngineChoice {
+    fn from(engine: Engine) -> Self {
+        match engine {
+            Engine::Auto => EngineChoice::Auto,
+            Engine::Tract => EngineChoice::Tract,
+            Engine::Onnxruntime => EngineChoice::Onnxruntime,
+        }
+    }
+}
+
+/// `--device`, as the library's [`DeviceChoice`].
+#[derive(Clone, Copy, ValueEnum)]
+enum Device {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl From<Device> for DeviceChoice {
+    fn from(device: Device) -> Self {
+        match device {
+            Device::Auto => DeviceChoice::Auto,
+            Device::Cpu => DeviceChoice::Cpu,
+            Device::Gpu => DeviceChoice::Gpu,
+        }
+    }
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "spindle=info,wasmtime=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "spindle=info,wasmtime=warn".into()))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Build { manifest, portable } => {
             let manifest = Manifest::load(&manifest)?;
-            spindle::builder::build_all(&manifest)?;
+            spindle::build::build_all(&manifest)?;
             if portable {
-                let written = spindle::portable::build(&manifest)?;
+                let written = spindle::build::portable::build(&manifest)?;
                 eprintln!("Wrote {}", written.display());
             }
             Ok(())
         }
-        Command::Up { manifest, listen, build, memory_limit_mib,
+        Command::Up {
+            manifest,
+            listen,
+            build,
+            memory_limit_mib,
             timeout_ms,
             max_body_bytes,
             max_concurrent,
@@ -128,7 +166,7 @@ fn main() -> Result<()> {
         } => {
             let manifest = Manifest::load(&manifest)?;
             if build {
-                spindle::builder::build_all(&manifest)?;
+                spindle::build::build_all(&manifest)?;
             }
             let limits = Limits {
                 memory_bytes: (memory_limit_mib as usize) << 20,
@@ -147,8 +185,8 @@ fn main() -> Result<()> {
                 named_models: !no_named_models,
                 wasi_nn: !no_wasi_nn,
                 cache,
-                engine,
-                device,
+                engine: engine.into(),
+                device: device.into(),
                 onnxruntime,
                 engine_threads: engine_threads.into(),
             };
@@ -160,13 +198,11 @@ fn main() -> Result<()> {
                 let server = Server::bind(app, listen).await?;
                 let addr = server.local_addr()?;
                 println!("Engines:");
-                for (engine, device, status) in server.app().engines.table() {
+                for (engine, device, status) in server.app().inference_engines().table() {
                     println!("  {engine:<12} {:<4} {status}", device.as_str());
                 }
                 println!("Components:");
-                let mut components: Vec<_> = server.app().components.values().collect();
-                components.sort_by(|a, b| a.id.cmp(&b.id));
-                for c in components {
+                for c in server.app().components() {
                     println!("  {:<16} {} on {}: {}", c.id.as_str(), c.placement.backend.name(), c.placement.device, c.placement.reason);
                 }
                 println!("Serving http://{addr}");

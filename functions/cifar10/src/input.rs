@@ -50,17 +50,13 @@ struct JsonTensor {
 /// `{"data": [...], "shape": [...]}`: data flat or nested (row-major), shape `[1, 32, 32, 3]` or
 /// `[32, 32, 3]`; when `shape` is absent the nesting gives it.
 fn from_json(body: &[u8]) -> Result<Vec<f32>, InputError> {
-    let tensor: JsonTensor = serde_json::from_slice(body).map_err(|e| {
-        InputError::Bad(format!("invalid JSON tensor: {e}; expected {{\"data\": [...], \"shape\": [1, 32, 32, 3]}}"))
-    })?;
+    let tensor: JsonTensor = serde_json::from_slice(body)
+        .map_err(|e| InputError::Bad(format!("invalid JSON tensor: {e}; expected {{\"data\": [...], \"shape\": [1, 32, 32, 3]}}")))?;
     let mut values = Vec::with_capacity(VALUES);
-    let nested_shape =
-        json_tensor::flatten(&tensor.data, &mut values).map_err(|e| InputError::Bad(format!("tensor 'input': {e}")))?;
+    let nested_shape = json_tensor::flatten(&tensor.data, &mut values).map_err(|e| InputError::Bad(format!("tensor 'input': {e}")))?;
     let shape = tensor.shape.unwrap_or(nested_shape);
     if shape != MODEL_SHAPE && shape != MODEL_SHAPE[1..] {
-        return Err(InputError::Bad(format!(
-            "tensor 'input': expected shape [1, 32, 32, 3] (or [32, 32, 3]), got {shape:?}"
-        )));
+        return Err(InputError::Bad(format!("tensor 'input': expected shape [1, 32, 32, 3] (or [32, 32, 3]), got {shape:?}")));
     }
     if values.len() != VALUES {
         return Err(InputError::Bad(format!("tensor 'input': shape {shape:?} needs {VALUES} values, got {}", values.len())));

@@ -67,12 +67,7 @@ async fn friendly(req: Request) -> Response<String> {
     let req_path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     match (path.as_str(), method) {
         ("/classify", Method::POST) => {
             let body = match req.into_body().bytes().await {
@@ -92,10 +87,7 @@ async fn friendly(req: Request) -> Response<String> {
             response.headers_mut().insert("allow", "GET".parse().expect("static header"));
             response
         }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            format!("no such endpoint {}; try POST .../classify", req_path),
-        ),
+        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint {}; try POST .../classify", req_path)),
     }
 }
 
@@ -141,10 +133,7 @@ pub fn predict(pixels: &[f32], k: usize) -> Result<Vec<Prediction>, spindle_sdk:
     Ok(ranked
         .into_iter()
         .take(k)
-        .map(|(i, probability)| Prediction {
-            label: labels.get(i).map_or_else(|| i.to_string(), |l| (*l).to_owned()),
-            probability,
-        })
+        .map(|(i, probability)| Prediction { label: labels.get(i).map_or_else(|| i.to_string(), |l| (*l).to_owned()), probability })
         .collect())
 }
 

@@ -28,9 +28,10 @@ pub fn file_field(content_type: &str, body: &[u8], name: &str) -> Result<Vec<u8>
         rest = &rest[end + closing.len()..];
     }
     let field_name = |headers: &str| {
-        headers.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition")).and_then(|l| {
-            l.split(';').find_map(|p| p.trim().strip_prefix("name=").map(|v| v.trim_matches('"').to_owned()))
-        })
+        headers
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))
+            .and_then(|l| l.split(';').find_map(|p| p.trim().strip_prefix("name=").map(|v| v.trim_matches('"').to_owned())))
     };
     if let Some((_, data)) = parts.iter().find(|(h, _)| field_name(h).as_deref() == Some(name)) {
         return Ok(data.to_vec());

@@ -26,9 +26,10 @@ pub use tensor::{ElementType, Tensor};
 
 use bindings::{ErrorCode, ExecutionTarget, GraphEncoding};
 
-/// Where [`Model::open`] looks for a model's file when the host has no graph by that name.
+/// Where [`Model::open`] looks for a model's file when the host has no graph by that name:
+/// [`spindle_tensor::named::model_paths`], the paths the host and the wasm provider use too.
 pub fn model_file_candidates(name: &str) -> [String; 2] {
-    [format!("/models/{name}/model.onnx"), format!("/models/{name}.onnx")]
+    spindle_tensor::named::model_paths(name)
 }
 
 /// A loaded model.
@@ -87,10 +88,7 @@ impl Model {
             };
             Error::from_nn(kind, &self.name, "compute", &e)
         })?;
-        let outputs = outputs
-            .into_iter()
-            .map(|(name, t)| Tensor::from_nn(&t).map(|t| (name, t)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let outputs = outputs.into_iter().map(|(name, t)| Tensor::from_nn(&t).map(|t| (name, t))).collect::<Result<Vec<_>, _>>()?;
         Ok(Outputs { model: self.name.clone(), outputs })
     }
 }

@@ -59,9 +59,8 @@ impl ModelConfig {
     }
 
     fn metadata(&self) -> Value {
-        let tensors = |ts: &[TensorConfig]| {
-            ts.iter().map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape})).collect::<Vec<_>>()
-        };
+        let tensors =
+            |ts: &[TensorConfig]| ts.iter().map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape})).collect::<Vec<_>>();
         json!({
             "name": self.name,
             "versions": self.versions,
@@ -117,7 +116,10 @@ pub fn serve(method: &str, path: &str, header: impl Fn(&str) -> Option<String>, 
     let mut parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let name = parts.remove(0);
     let Some(model) = models.iter().find(|m| m.name == name) else {
-        return Some(error(404, format!("unknown model '{name}' (this function serves: {:?})", models.iter().map(|m| &m.name).collect::<Vec<_>>())));
+        return Some(error(
+            404,
+            format!("unknown model '{name}' (this function serves: {:?})", models.iter().map(|m| &m.name).collect::<Vec<_>>()),
+        ));
     };
     if parts.first() == Some(&"versions") {
         let version = parts.get(1).copied().unwrap_or("");
@@ -217,7 +219,12 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
     let mut named = Vec::with_capacity(request.inputs.len());
     for input in &request.inputs {
         let declared = model.inputs.iter().find(|t| t.name == input.name).ok_or_else(|| {
-            bad(format!("unknown input '{}'; model '{}' takes {:?}", input.name, model.name, model.inputs.iter().map(|t| &t.name).collect::<Vec<_>>()))
+            bad(format!(
+                "unknown input '{}'; model '{}' takes {:?}",
+                input.name,
+                model.name,
+                model.inputs.iter().map(|t| &t.name).collect::<Vec<_>>()
+            ))
         })?;
         if input.datatype != declared.datatype {
             return Err(bad(format!("input '{}': expected datatype {}, got {}", input.name, declared.datatype, input.datatype)));
@@ -226,14 +233,17 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
             return Err(bad(format!("input '{}': expected shape {:?}, got {:?}", input.name, declared.shape, input.shape)));
         }
         let ty = element_type(&input.datatype).map_err(|e| bad(format!("input '{}': {e}", input.name)))?;
-        let elements = input.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d as usize));
-        let bytes_needed = elements.and_then(|n| n.checked_mul(ty.size())).filter(|&n| n <= 256 << 20).ok_or_else(|| {
-            bad(format!("input '{}': shape {:?} is too large", input.name, input.shape))
-        })?;
+        // `shape_matches` refused negative sizes already; never let one wrap into a huge u64.
+        if input.shape.iter().any(|&d| d < 0) {
+            return Err(bad(format!("input '{}': shape {:?} has a negative dimension", input.name, input.shape)));
+        }
+        let bytes_needed = spindle_tensor::byte_len(input.shape.iter().map(|&d| d as u64), ty)
+            .ok_or_else(|| bad(format!("input '{}': shape {:?} is too large", input.name, input.shape)))?;
         let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
         let data = match (binary_size, &input.data) {
             (Some(size), _) => {
-                let size = size.as_u64().ok_or_else(|| bad(format!("input '{}': binary_data_size must be a byte count", input.name)))? as usize;
+                let size =
+                    size.as_u64().ok_or_else(|| bad(format!("input '{}': binary_data_size must be a byte count", input.name)))? as usize;
                 if size != bytes_needed {
                     return Err(bad(format!(
                         "input '{}': binary_data_size is {size} but shape {:?} of {} needs {bytes_needed} bytes",
@@ -329,7 +339,9 @@ fn json_data(name: &str, ty: ElementType, shape: &[i64], data: &Value, bytes_nee
         return Err(bad(format!("input '{name}': shape {shape:?} needs {elements} values, got {}", values.len())));
     }
     let integral = |v: f64, lo: f64, hi: f64| {
-        (v.fract() == 0.0 && v >= lo && v <= hi).then_some(v).ok_or_else(|| bad(format!("input '{name}': {v} is not a valid {}", datatype_name(ty))))
+        (v.fract() == 0.0 && v >= lo && v <= hi)
+            .then_some(v)
+            .ok_or_else(|| bad(format!("input '{name}': {v} is not a valid {}", datatype_name(ty))))
     };
     let mut out = Vec::with_capacity(bytes_needed);
     for v in values {
@@ -403,12 +415,32 @@ mod tests {
     #[test]
     fn bad_infer_requests_name_the_tensor() {
         let cases = [
-            (r#"{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}"#, "input 'x': expected shape [-1, 2], got [1, 3]"),
-            (r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}"#, "input 'x': expected datatype FP32, got INT64"),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}"#,
+                "input 'x': expected shape [-1, 2], got [1, 3]",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}"#,
+                "input 'x': expected datatype FP32, got INT64",
+            ),
             (r#"{"inputs": [{"name": "z", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}"#, "unknown input 'z'"),
             (r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1]}]}"#, "needs 2 values, got 1"),
-            (r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#, "binary data is truncated"),
-            (r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#, "binary_data_size is 4 but shape [1, 2] of FP32 needs 8 bytes"),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#,
+                "binary data is truncated",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#,
+                "binary_data_size is 4 but shape [1, 2] of FP32 needs 8 bytes",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [100000000, 2], "datatype": "FP32", "parameters": {"binary_data_size": 0}}]}"#,
+                "input 'x': shape [100000000, 2] is too large",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [9223372036854775807, 2], "datatype": "FP32", "data": []}]}"#,
+                "input 'x': shape [9223372036854775807, 2] is too large",
+            ),
             (r#"{"inputs": []}"#, "missing input 'x'"),
             (r#"{"inputs": "#, "invalid inference request"),
         ];
@@ -417,6 +449,6 @@ mod tests {
             assert_eq!(status, 400, "{body}");
             assert!(answer["error"].as_str().unwrap().contains(message), "{answer} lacks {message}");
         }
-        assert_eq!(element_type("BYTES").unwrap_err().contains("cannot be passed to wasi:nn"), true);
+        assert!(element_type("BYTES").unwrap_err().contains("cannot be passed to wasi:nn"));
     }
 }

@@ -1,43 +1,9 @@
 use crate::bindings::{NnTensor, TensorType};
 use crate::error::{Error, ErrorKind};
-use std::fmt;
 
-/// Element types a [`Tensor`] can hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ElementType {
-    /// 32-bit float.
-    F32,
-    /// 64-bit float.
-    F64,
-    /// Unsigned byte.
-    U8,
-    /// 32-bit signed integer.
-    I32,
-    /// 64-bit signed integer.
-    I64,
-    /// 16-bit float (raw bytes only).
-    F16,
-    /// bfloat16 (raw bytes only).
-    Bf16,
-}
-
-impl ElementType {
-    /// Size in bytes of one element.
-    pub fn size(self) -> usize {
-        match self {
-            ElementType::U8 => 1,
-            ElementType::F16 | ElementType::Bf16 => 2,
-            ElementType::F32 | ElementType::I32 => 4,
-            ElementType::F64 | ElementType::I64 => 8,
-        }
-    }
-}
-
-impl fmt::Display for ElementType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+/// Element types a [`Tensor`] can hold: `wasi:nn`'s, as Spindle's tensor rules define them.
+/// Displayed with `wasi:nn`'s names (`fp32`, `u8`, …).
+pub use spindle_tensor::ElementType;
 
 /// A dense row-major tensor owned by the guest.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,8 +60,8 @@ impl Tensor {
     }
 
     fn check_len(shape: &[usize], len: usize) -> Result<(), Error> {
-        let expected = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if expected == Some(len) {
+        let expected = spindle_tensor::element_count(shape.iter().map(|&d| d as u64));
+        if expected == Some(len as u64) {
             return Ok(());
         }
         Err(Error::new(

@@ -15,6 +15,7 @@ use exports::wasi::nn::graph::{ExecutionTarget, Graph, GraphEncoding, GuestGraph
 use exports::wasi::nn::inference::{GraphExecutionContext, GuestGraphExecutionContext, NamedTensor};
 use exports::wasi::nn::tensor::{GuestTensor, Tensor, TensorType};
 use exports::wasi::nn::{errors, graph, inference, tensor};
+use spindle_tensor::ElementType;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 
@@ -80,7 +81,11 @@ pub struct Model {
 
 impl GuestGraph for Model {
     fn init_execution_context(&self) -> Result<GraphExecutionContext, errors::Error> {
-        Ok(GraphExecutionContext::new(Context(Model { plan: self.plan.clone(), inputs: self.inputs.clone(), outputs: self.outputs.clone() })))
+        Ok(GraphExecutionContext::new(Context(Model {
+            plan: self.plan.clone(),
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+        })))
     }
 }
 
@@ -113,7 +118,10 @@ impl graph::Guest for Provider {
             return Err(fail(ErrorCode::InvalidEncoding, format!("graph encoding {encoding:?} is not supported; this provider runs ONNX")));
         }
         if !matches!(target, ExecutionTarget::Cpu) {
-            return Err(fail(ErrorCode::UnsupportedOperation, format!("execution target {target:?} refused: the wasm provider runs tract on cpu")));
+            return Err(fail(
+                ErrorCode::UnsupportedOperation,
+                format!("execution target {target:?} refused: the wasm provider runs tract on cpu"),
+            ));
         }
         let [bytes]: [Vec<u8>; 1] = builder
             .try_into()
@@ -122,7 +130,7 @@ impl graph::Guest for Provider {
     }
 
     fn load_by_name(name: String) -> Result<Graph, errors::Error> {
-        let candidates = [format!("/models/{name}/model.onnx"), format!("/models/{name}.onnx")];
+        let candidates = spindle_tensor::named::model_paths(&name);
         for path in &candidates {
             if let Ok(bytes) = std::fs::read(path) {
                 return Ok(Graph::new(compile(&bytes)?));
@@ -135,15 +143,28 @@ impl graph::Guest for Provider {
 /// An execution context: the graph it runs.
 pub struct Context(Model);
 
-fn datum(ty: TensorType) -> Option<(DatumType, usize)> {
+fn element_type(ty: TensorType) -> ElementType {
+    match ty {
+        TensorType::Fp16 => ElementType::F16,
+        TensorType::Fp32 => ElementType::F32,
+        TensorType::Fp64 => ElementType::F64,
+        TensorType::Bf16 => ElementType::Bf16,
+        TensorType::U8 => ElementType::U8,
+        TensorType::I32 => ElementType::I32,
+        TensorType::I64 => ElementType::I64,
+    }
+}
+
+/// tract's datum type for an element type; tract has no bf16.
+fn datum(ty: ElementType) -> Option<DatumType> {
     Some(match ty {
-        TensorType::Fp32 => (DatumType::F32, 4),
-        TensorType::Fp64 => (DatumType::F64, 8),
-        TensorType::Fp16 => (DatumType::F16, 2),
-        TensorType::U8 => (DatumType::U8, 1),
-        TensorType::I32 => (DatumType::I32, 4),
-        TensorType::I64 => (DatumType::I64, 8),
-        TensorType::Bf16 => return None,
+        ElementType::F16 => DatumType::F16,
+        ElementType::F32 => DatumType::F32,
+        ElementType::F64 => DatumType::F64,
+        ElementType::U8 => DatumType::U8,
+        ElementType::I32 => DatumType::I32,
+        ElementType::I64 => DatumType::I64,
+        ElementType::Bf16 => return None,
     })
 }
 
@@ -170,20 +191,27 @@ impl GuestGraphExecutionContext for Context {
         for (name, handle) in inputs {
             let t: &HostTensor = handle.get();
             let index = model.inputs.iter().position(|(n, _, _)| *n == name).ok_or_else(|| {
-                fail(ErrorCode::InvalidArgument, format!("unknown input '{name}'; the model takes {:?}", model.inputs.iter().map(|i| &i.0).collect::<Vec<_>>()))
+                fail(
+                    ErrorCode::InvalidArgument,
+                    format!("unknown input '{name}'; the model takes {:?}", model.inputs.iter().map(|i| &i.0).collect::<Vec<_>>()),
+                )
             })?;
             let (want_name, want_type, want_shape) = &model.inputs[index];
-            let (dt, size) = datum(t.ty).ok_or_else(|| fail(ErrorCode::UnsupportedOperation, "bf16 tensors are not supported"))?;
+            let ty = element_type(t.ty);
+            spindle_tensor::check(&name, &t.dims, ty, t.data.len())
+                .map_err(|e| fail(if e.is_too_large() { ErrorCode::TooLarge } else { ErrorCode::InvalidArgument }, e.to_string()))?;
+            let dt = datum(ty).ok_or_else(|| fail(ErrorCode::UnsupportedOperation, "bf16 tensors are not supported"))?;
             let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-            let needed = dims.iter().try_fold(size, |a, &d| a.checked_mul(d)).filter(|&n| n <= 256 << 20);
-            if needed != Some(t.data.len()) {
-                return Err(fail(ErrorCode::InvalidArgument, format!("tensor '{name}': dimensions {:?} need {} bytes, got {}", t.dims, needed.map_or("too many".into(), |n| n.to_string()), t.data.len())));
-            }
-            let fits = dt == *want_type && dims.len() == want_shape.len() && dims.iter().zip(want_shape).all(|(&g, w)| w.is_none_or(|w| w == g));
+            let fits =
+                dt == *want_type && dims.len() == want_shape.len() && dims.iter().zip(want_shape).all(|(&g, w)| w.is_none_or(|w| w == g));
             if !fits {
-                return Err(fail(ErrorCode::InvalidArgument, format!("input '{want_name}': expected [{}] {want_type:?}, got {:?} {dt:?}", describe(want_shape), t.dims)));
+                return Err(fail(
+                    ErrorCode::InvalidArgument,
+                    format!("input '{want_name}': expected [{}] {want_type:?}, got {:?} {dt:?}", describe(want_shape), t.dims),
+                ));
             }
-            // SAFETY: the length check above proves data holds product(dims) × size bytes of a plain datum type.
+            // SAFETY: `spindle_tensor::check` above proves data holds product(dims) × `ty.size()` bytes, and
+            // `datum` maps `ty` to a plain datum type of that same size.
             let tensor = unsafe { tract_onnx::prelude::Tensor::from_raw_dt(dt, &dims, &t.data) }
                 .map_err(|e| fail(ErrorCode::RuntimeError, format!("{e:#}")))?;
             ordered[index] = Some(tensor.into_tvalue());
@@ -199,7 +227,8 @@ impl GuestGraphExecutionContext for Context {
             .zip(&model.outputs)
             .map(|(value, name)| {
                 let t = value.into_tensor();
-                let ty = tensor_type(t.datum_type()).ok_or_else(|| fail(ErrorCode::UnsupportedOperation, format!("output '{name}' has type {:?}", t.datum_type())))?;
+                let ty = tensor_type(t.datum_type())
+                    .ok_or_else(|| fail(ErrorCode::UnsupportedOperation, format!("output '{name}' has type {:?}", t.datum_type())))?;
                 let dims = t.shape().iter().map(|&d| d as u32).collect();
                 Ok((name.clone(), Tensor::new(HostTensor { dims, ty, data: t.as_bytes().to_vec() })))
             })

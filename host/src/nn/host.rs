@@ -3,7 +3,8 @@
 use super::NnView;
 use super::backend::{BackendError, Device, ElementType, Tensor};
 use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType, errors, graph, inference, tensor};
-use super::registry::{LoadByNameError, SharedGraph};
+use super::graphs::SharedGraph;
+use super::models::LoadByNameError;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -73,7 +74,12 @@ impl NnView<'_> {
         }
     }
 
-    async fn load_bytes(&mut self, builders: Vec<Vec<u8>>, encoding: GraphEncoding, target: ExecutionTarget) -> NnResult<Resource<GraphResource>> {
+    async fn load_bytes(
+        &mut self,
+        builders: Vec<Vec<u8>>,
+        encoding: GraphEncoding,
+        target: ExecutionTarget,
+    ) -> NnResult<Resource<GraphResource>> {
         if !matches!(encoding, GraphEncoding::Onnx | GraphEncoding::Autodetect) {
             return Err(NnError::new(
                 ErrorCode::InvalidEncoding,
@@ -81,9 +87,9 @@ impl NnView<'_> {
             ));
         }
         self.check_target(target)?;
-        let [model]: [Vec<u8>; 1] = builders.try_into().map_err(|b: Vec<Vec<u8>>| {
-            NnError::new(ErrorCode::InvalidArgument, format!("an ONNX graph is one buffer, got {}", b.len()))
-        })?;
+        let [model]: [Vec<u8>; 1] = builders
+            .try_into()
+            .map_err(|b: Vec<Vec<u8>>| NnError::new(ErrorCode::InvalidArgument, format!("an ONNX graph is one buffer, got {}", b.len())))?;
         let graph = self.ctx.cache.get_or_compile(model.into(), &self.ctx.placement.backend).await?;
         Ok(self.table.push(GraphResource(graph))?)
     }
@@ -94,24 +100,27 @@ impl NnView<'_> {
         Ok(self.table.push(GraphResource(graph))?)
     }
 
-    async fn run(&mut self, context: Resource<ExecutionContext>, inputs: Vec<(String, Resource<Tensor>)>) -> NnResult<Vec<(String, Resource<Tensor>)>> {
+    async fn run(
+        &mut self,
+        context: Resource<ExecutionContext>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> NnResult<Vec<(String, Resource<Tensor>)>> {
         let graph = self.table.get(&context)?.0.clone();
-        let inputs = inputs
-            .into_iter()
-            .map(|(name, t)| Ok((name, self.table.delete(t)?)))
-            .collect::<NnResult<Vec<_>>>()?;
+        let inputs = inputs.into_iter().map(|(name, t)| Ok((name, self.table.delete(t)?))).collect::<NnResult<Vec<_>>>()?;
         let queued = std::time::Instant::now();
         let (outputs, engine_time) = self.ctx.cache.pool().compute(graph, inputs).await?;
         tracing::debug!(engine_us = engine_time.as_micros() as u64, total_us = queued.elapsed().as_micros() as u64, "compute");
-        outputs
-            .into_iter()
-            .map(|(name, t)| Ok((name, self.table.push(t)?)))
-            .collect()
+        outputs.into_iter().map(|(name, t)| Ok((name, self.table.push(t)?))).collect()
     }
 }
 
 impl graph::Host for NnView<'_> {
-    async fn load(&mut self, builders: Vec<Vec<u8>>, encoding: GraphEncoding, target: ExecutionTarget) -> GuestResult<Resource<GraphResource>> {
+    async fn load(
+        &mut self,
+        builders: Vec<Vec<u8>>,
+        encoding: GraphEncoding,
+        target: ExecutionTarget,
+    ) -> GuestResult<Resource<GraphResource>> {
         let result = self.load_bytes(builders, encoding, target).await;
         self.answer(result)
     }

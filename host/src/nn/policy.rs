@@ -6,41 +6,68 @@
 //! something that is not available is an error at start, saying why, never a silent fallback.
 //! Of the GPU engines, ONNX Runtime's CUDA execution provider comes first, then tract's CUDA runtime.
 
-use super::backend::{Backend, Device};
 use super::backend::onnxruntime::{self, OnnxRuntime, OnnxRuntimeBackend};
 use super::backend::tract::TractBackend;
+use super::backend::{Backend, Device};
 use serde::Deserialize;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// An engine choice.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+/// An inference engine choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineChoice {
+    /// The fastest engine available on the chosen device.
     #[default]
     Auto,
+    /// tract, always there.
     Tract,
+    /// ONNX Runtime, when its library is found.
     Onnxruntime,
 }
 
 /// A device choice.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
+    /// A GPU when a GPU engine probes ready, else the CPU.
     #[default]
     Auto,
+    /// The CPU.
     Cpu,
+    /// A GPU, or an error at start.
     Gpu,
 }
 
 /// Where a component's models run, and why.
 #[derive(Clone)]
 pub struct Placement {
+    /// The inference engine, on its device.
     pub backend: Arc<dyn Backend>,
     /// The backend's device.
     pub device: Device,
+    /// Why this one, for the start-up table and errors.
     pub reason: String,
+}
+
+/// A choice that cannot be honoured on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    /// The engine asked for is not available.
+    #[error("engine {engine} was asked for but is unavailable: {why}")]
+    EngineUnavailable {
+        /// The engine.
+        engine: &'static str,
+        /// Why it is unavailable.
+        why: String,
+    },
+    /// A GPU was asked for and no GPU engine probed ready.
+    #[error("device gpu was asked for but no GPU engine is ready: {why}")]
+    NoGpu {
+        /// Why each candidate is not ready.
+        why: String,
+    },
 }
 
 impl fmt::Debug for Placement {
@@ -49,8 +76,8 @@ impl fmt::Debug for Placement {
     }
 }
 
-/// The engines this host has, probed once at start.
-pub struct Engines {
+/// The inference engines this host has, probed once at start.
+pub struct InferenceEngines {
     tract: Arc<dyn Backend>,
     onnxruntime: Result<Arc<dyn Backend>, String>,
     onnxruntime_library: Option<std::path::PathBuf>,
@@ -62,7 +89,7 @@ fn shared<B: Backend>(backend: B) -> Arc<dyn Backend> {
     Arc::new(backend)
 }
 
-impl Engines {
+impl InferenceEngines {
     /// Probes every engine. `onnxruntime_library` is `--onnxruntime PATH`. `want_gpu` is false
     /// when no component can be placed on a GPU (`--device cpu` everywhere): the GPU probes,
     /// which load the CUDA libraries, are then skipped and say so. `threads` is how many
@@ -98,24 +125,29 @@ impl Engines {
         };
         vec![
             ("tract", Device::Cpu, "available (built in)".into()),
-            ("onnxruntime", Device::Cpu, match (&self.onnxruntime, &self.onnxruntime_library) {
-                (Ok(_), Some(path)) => format!("available ({}, loaded on first use)", path.display()),
-                (_, _) => status(&self.onnxruntime),
-            }),
+            (
+                "onnxruntime",
+                Device::Cpu,
+                match (&self.onnxruntime, &self.onnxruntime_library) {
+                    (Ok(_), Some(path)) => format!("available ({}, loaded on first use)", path.display()),
+                    (_, _) => status(&self.onnxruntime),
+                },
+            ),
             ("tract", Device::Gpu, status(&self.tract_gpu)),
             ("onnxruntime", Device::Gpu, status(&self.onnxruntime_gpu)),
         ]
     }
 
     /// Resolves a choice, or says why it cannot be honoured.
-    pub fn place(&self, engine: EngineChoice, device: DeviceChoice) -> Result<Placement, String> {
-        let placed = |backend: &Arc<dyn Backend>, reason: String| Ok(Placement { backend: backend.clone(), device: backend.device(), reason });
-        let cpu = |engine: EngineChoice, why: String| -> Result<Placement, String> {
+    pub fn place(&self, engine: EngineChoice, device: DeviceChoice) -> Result<Placement, PlacementError> {
+        let placed =
+            |backend: &Arc<dyn Backend>, reason: String| Ok(Placement { backend: backend.clone(), device: backend.device(), reason });
+        let cpu = |engine: EngineChoice, why: String| -> Result<Placement, PlacementError> {
             match engine {
                 EngineChoice::Tract => placed(&self.tract, why),
                 EngineChoice::Onnxruntime => match &self.onnxruntime {
                     Ok(b) => placed(b, why),
-                    Err(e) => Err(format!("engine onnxruntime was asked for but is unavailable: {e}")),
+                    Err(e) => Err(PlacementError::EngineUnavailable { engine: "onnxruntime", why: e.clone() }),
                 },
                 EngineChoice::Auto => match &self.onnxruntime {
                     Ok(b) => placed(b, format!("{why}; onnxruntime is the fastest CPU engine available")),
@@ -135,7 +167,7 @@ impl Engines {
         match device {
             DeviceChoice::Gpu => match gpu {
                 Ok(b) => placed(&b, format!("device gpu asked for; {} is ready on it", b.name())),
-                Err(e) => Err(format!("device gpu was asked for but no GPU engine is ready: {e}")),
+                Err(why) => Err(PlacementError::NoGpu { why }),
             },
             DeviceChoice::Cpu => cpu(engine, "device cpu asked for".into()),
             DeviceChoice::Auto => match gpu {

@@ -4,7 +4,7 @@
 //! [`Graph`] once per host (shared by every instance through the [`GraphCache`]), and each
 //! `compute` runs that graph on validated [`Tensor`]s.
 //!
-//! [`GraphCache`]: crate::nn::registry::GraphCache
+//! [`GraphCache`]: crate::nn::graphs::GraphCache
 
 pub mod onnxruntime;
 pub mod tract;
@@ -12,95 +12,32 @@ pub mod tract;
 use std::fmt;
 use std::sync::Arc;
 
-/// Element types a tensor can hold, as wasi-nn names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ElementType {
-    F16,
-    F32,
-    F64,
-    Bf16,
-    U8,
-    I32,
-    I64,
-}
-
-impl ElementType {
-    /// Size in bytes of one element.
-    pub fn size(self) -> usize {
-        match self {
-            ElementType::U8 => 1,
-            ElementType::F16 | ElementType::Bf16 => 2,
-            ElementType::F32 | ElementType::I32 => 4,
-            ElementType::F64 | ElementType::I64 => 8,
-        }
-    }
-}
-
-impl fmt::Display for ElementType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            ElementType::F16 => "fp16",
-            ElementType::F32 => "fp32",
-            ElementType::F64 => "fp64",
-            ElementType::Bf16 => "bf16",
-            ElementType::U8 => "u8",
-            ElementType::I32 => "i32",
-            ElementType::I64 => "i64",
-        };
-        f.write_str(name)
-    }
-}
+pub use spindle_tensor::ElementType;
 
 /// A dense, row-major, little-endian tensor.
 #[derive(Clone, Debug)]
 pub struct Tensor {
+    /// Its dimensions.
     pub dims: Vec<u32>,
+    /// Its element type.
     pub ty: ElementType,
+    /// Its elements' bytes.
     pub data: Vec<u8>,
 }
 
-/// Tensors larger than this are refused before any engine sees them.
-pub const MAX_TENSOR_BYTES: usize = 256 << 20;
-/// Tensors of higher rank are refused before any engine sees them.
-pub const MAX_TENSOR_RANK: usize = 8;
-
 impl Tensor {
-    /// Checks that the dimensions are sane and that `data` holds exactly
-    /// `product(dims) × element size` bytes.
+    /// Checks the tensor against [`spindle_tensor`]'s rules: rank and size within the limits,
+    /// and `data` holding exactly `product(dims) × element size` bytes.
     pub fn validate(&self, name: &str) -> Result<(), BackendError> {
-        if self.dims.len() > MAX_TENSOR_RANK {
-            return Err(BackendError::InvalidInput(format!(
-                "tensor '{name}' has rank {}, at most {MAX_TENSOR_RANK} is allowed",
-                self.dims.len()
-            )));
-        }
-        let elements = self
-            .dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
-            .filter(|&n| n.saturating_mul(self.ty.size()) <= MAX_TENSOR_BYTES)
-            .ok_or_else(|| {
-                BackendError::TooLarge(format!(
-                    "tensor '{name}' with dimensions {:?} exceeds {MAX_TENSOR_BYTES} bytes",
-                    self.dims
-                ))
-            })?;
-        let expected = elements * self.ty.size();
-        if expected != self.data.len() {
-            return Err(BackendError::InvalidInput(format!(
-                "tensor '{name}': dimensions {:?} of {} need {expected} bytes, got {}",
-                self.dims,
-                self.ty,
-                self.data.len()
-            )));
-        }
-        Ok(())
+        spindle_tensor::check(name, &self.dims, self.ty, self.data.len())
+            .map_err(|e| if e.is_too_large() { BackendError::TooLarge(e.to_string()) } else { BackendError::InvalidInput(e.to_string()) })
     }
 }
 
 /// A dimension as a model declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dim {
+    /// A fixed size.
     Fixed(u64),
     /// A symbolic dimension (a batch size, a sequence length): any size is accepted.
     Symbol(String),
@@ -118,8 +55,11 @@ impl fmt::Display for Dim {
 /// Name, element type and shape of one model input or output.
 #[derive(Clone, Debug)]
 pub struct TensorSpec {
+    /// Its name in the model.
     pub name: String,
+    /// Its element type.
     pub ty: ElementType,
+    /// Its shape.
     pub shape: Vec<Dim>,
 }
 
@@ -141,13 +81,7 @@ impl TensorSpec {
         if matches {
             return Ok(());
         }
-        Err(BackendError::InvalidInput(format!(
-            "input '{}': expected {}, got {:?} {}",
-            self.name,
-            self.describe(),
-            tensor.dims,
-            tensor.ty
-        )))
+        Err(BackendError::InvalidInput(format!("input '{}': expected {}, got {:?} {}", self.name, self.describe(), tensor.dims, tensor.ty)))
     }
 }
 
@@ -157,14 +91,19 @@ pub type NamedTensor = (String, Tensor);
 /// Errors at the engine seam; each maps to one wasi-nn error code.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// The model bytes do not load (`invalid-encoding`).
     #[error("invalid model: {0}")]
     InvalidModel(String),
+    /// An input does not fit the model (`invalid-argument`).
     #[error("{0}")]
     InvalidInput(String),
+    /// A tensor over the limits (`too-large`).
     #[error("{0}")]
     TooLarge(String),
+    /// Something the engine cannot do (`unsupported-operation`).
     #[error("{0}")]
     Unsupported(String),
+    /// The engine failed while running (`runtime-error`).
     #[error("inference failed: {0}")]
     Runtime(String),
 }
@@ -172,11 +111,14 @@ pub enum BackendError {
 /// Where an engine computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
+    /// The CPU.
     Cpu,
+    /// A CUDA GPU.
     Gpu,
 }
 
 impl Device {
+    /// `cpu` or `gpu`.
     pub fn as_str(self) -> &'static str {
         match self {
             Device::Cpu => "cpu",
@@ -205,7 +147,9 @@ pub trait Backend: Send + Sync + 'static {
 
 /// A compiled model, shared by every instance that loads the same bytes.
 pub trait Graph: Send + Sync + 'static {
+    /// Its inputs, in the order [`Graph::run`] takes them.
     fn inputs(&self) -> &[TensorSpec];
+    /// Its outputs, in the order [`Graph::run`] returns them.
     fn outputs(&self) -> &[TensorSpec];
     /// Runs the model. Inputs were validated against [`Graph::inputs`] and come in its order.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
@@ -220,10 +164,7 @@ pub fn compute(graph: &dyn Graph, inputs: Vec<NamedTensor>) -> Result<Vec<NamedT
     for (name, tensor) in inputs {
         tensor.validate(&name)?;
         let Some(index) = specs.iter().position(|s| s.name == name) else {
-            return Err(BackendError::InvalidInput(format!(
-                "unknown input '{name}'; the model takes {}",
-                expected()
-            )));
+            return Err(BackendError::InvalidInput(format!("unknown input '{name}'; the model takes {}", expected())));
         };
         if ordered[index].is_some() {
             return Err(BackendError::InvalidInput(format!("input '{name}' given twice")));

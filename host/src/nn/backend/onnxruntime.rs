@@ -29,15 +29,14 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
             return Ok(found.canonicalize().unwrap_or(found));
         }
     }
-    let python = std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"])
-        .output();
-    if let Ok(out) = python {
-        if out.status.success() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
-            if let Some(found) = find_library(&dir) {
-                return Ok(found);
-            }
+    let python =
+        std::process::Command::new("python3").args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"]).output();
+    if let Ok(out) = python
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
+        if let Some(found) = find_library(&dir) {
+            return Ok(found);
         }
     }
     Err("no libonnxruntime.so found (give --onnxruntime PATH or ORT_DYLIB_PATH, or pip install onnxruntime in the active Python)".into())
@@ -65,10 +64,12 @@ pub struct OnnxRuntime {
 }
 
 impl OnnxRuntime {
+    /// The library at `library`, not loaded yet.
     pub fn new(library: PathBuf) -> Arc<Self> {
         Arc::new(Self { library, environment: OnceLock::new() })
     }
 
+    /// Where the library is.
     pub fn library(&self) -> &Path {
         &self.library
     }
@@ -102,6 +103,7 @@ pub struct OnnxRuntimeBackend {
 }
 
 impl OnnxRuntimeBackend {
+    /// ONNX Runtime on the CPU, `threads` intra-op threads per session.
     pub fn cpu(runtime: Arc<OnnxRuntime>, threads: usize) -> Self {
         Self { runtime, device: Device::Cpu, threads }
     }
@@ -158,25 +160,32 @@ impl Backend for OnnxRuntimeBackend {
 
     fn load(&self, model: &[u8]) -> Result<Arc<dyn Graph>, BackendError> {
         let first = self.session(model)?;
-        let specs = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>, BackendError> {
-            outlets
-                .iter()
-                .map(|o| match o.dtype() {
-                    ValueType::Tensor { ty, shape, dimension_symbols } => Ok(TensorSpec {
-                        name: o.name().to_owned(),
-                        ty: element_type(*ty).ok_or_else(|| {
-                            BackendError::Unsupported(format!("tensor '{}' has type {ty:?}, which wasi-nn cannot carry", o.name()))
-                        })?,
-                        shape: shape
-                            .iter()
-                            .zip(dimension_symbols.iter())
-                            .map(|(&d, s)| if d >= 0 { Dim::Fixed(d as u64) } else { Dim::Symbol(if s.is_empty() { "?".into() } else { s.clone() }) })
-                            .collect(),
-                    }),
-                    other => Err(BackendError::Unsupported(format!("'{}' is a {other:?}, not a tensor", o.name()))),
-                })
-                .collect()
-        };
+        let specs =
+            |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>, BackendError> {
+                outlets
+                    .iter()
+                    .map(|o| match o.dtype() {
+                        ValueType::Tensor { ty, shape, dimension_symbols } => Ok(TensorSpec {
+                            name: o.name().to_owned(),
+                            ty: element_type(*ty).ok_or_else(|| {
+                                BackendError::Unsupported(format!("tensor '{}' has type {ty:?}, which wasi-nn cannot carry", o.name()))
+                            })?,
+                            shape: shape
+                                .iter()
+                                .zip(dimension_symbols.iter())
+                                .map(|(&d, s)| {
+                                    if d >= 0 {
+                                        Dim::Fixed(d as u64)
+                                    } else {
+                                        Dim::Symbol(if s.is_empty() { "?".into() } else { s.clone() })
+                                    }
+                                })
+                                .collect(),
+                        }),
+                        other => Err(BackendError::Unsupported(format!("'{}' is a {other:?}, not a tensor", o.name()))),
+                    })
+                    .collect()
+            };
         let inputs = specs(first.inputs())?;
         let outputs = specs(first.outputs())?;
         Ok(Arc::new(OrtGraph { model: model.into(), backend: self.clone(), idle: Mutex::new(vec![first]), inputs, outputs }))

@@ -7,8 +7,8 @@ use super::{Backend, BackendError, Device, Dim, ElementType, Graph, Tensor, Tens
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_core::runtime::{Runnable, Runtime, runtime_for_name};
+use tract_onnx::tract_hir::infer::Factoid;
 
 // Linked for its runtime registration: tract finds runtimes by name in an inventory.
 extern crate tract_cuda;
@@ -33,9 +33,7 @@ impl TractBackend {
     /// tract's CUDA runtime, or why it cannot run here (no driver, a driver older than CUDA 13,
     /// a CUDA library missing, no device).
     pub fn cuda() -> Result<Self, String> {
-        let runtime = runtime_for_name("cuda")
-            .map_err(|e| format!("{e:#}"))?
-            .ok_or("this build of tract has no CUDA runtime")?;
+        let runtime = runtime_for_name("cuda").map_err(|e| format!("{e:#}"))?.ok_or("this build of tract has no CUDA runtime")?;
         runtime.check().map_err(|e| format!("{e:#}"))?;
         Ok(Self { runtime, device: Device::Gpu })
     }
@@ -52,8 +50,11 @@ struct TractGraph {
 /// known; those compile once per input shape seen, like tract's own CLI with `--set`.
 enum Plans {
     Any(Box<dyn Runnable>),
-    PerShape { model: InferenceModel, runtime: &'static dyn Runtime, compiled: Mutex<HashMap<Vec<Vec<u32>>, Arc<dyn Runnable>>> },
+    PerShape { model: Box<InferenceModel>, runtime: &'static dyn Runtime, compiled: Mutex<PlansByShape> },
 }
+
+/// Compiled plans by the shapes of the inputs they were compiled for.
+type PlansByShape = HashMap<Vec<Vec<u32>>, Arc<dyn Runnable>>;
 
 /// Plans kept per graph compiled per shape; past it the graph starts over.
 const MAX_PLANS_PER_GRAPH: usize = 16;
@@ -70,9 +71,10 @@ impl Plans {
         let plan = match cached {
             Some(plan) => plan,
             None => {
-                let plan: Arc<dyn Runnable> = Arc::from(specialise(model, runtime, &values).map_err(|e| {
-                    BackendError::InvalidInput(format!("the model cannot run on input shapes {shapes:?}: {e:#}"))
-                })?);
+                let plan: Arc<dyn Runnable> = Arc::from(
+                    specialise(model, runtime, &values)
+                        .map_err(|e| BackendError::InvalidInput(format!("the model cannot run on input shapes {shapes:?}: {e:#}")))?,
+                );
                 let mut compiled = compiled.lock().unwrap_or_else(|e| e.into_inner());
                 if compiled.len() >= MAX_PLANS_PER_GRAPH {
                     compiled.clear();
@@ -98,10 +100,7 @@ impl Backend for TractBackend {
         let invalid = |e: TractError| BackendError::InvalidModel(format!("{e:#}"));
         let inference = tract_onnx::onnx().model_for_read(&mut &model[..]).map_err(invalid)?;
         let label = |outlet: OutletId| {
-            inference
-                .outlet_label(outlet)
-                .map(str::to_owned)
-                .unwrap_or_else(|| inference.node(outlet.node).name.clone())
+            inference.outlet_label(outlet).map(str::to_owned).unwrap_or_else(|| inference.node(outlet.node).name.clone())
         };
         let input_names: Vec<String> = inference.input_outlets().map_err(invalid)?.iter().map(|&o| label(o)).collect();
         let output_names: Vec<String> = inference.output_outlets().map_err(invalid)?.iter().map(|&o| label(o)).collect();
@@ -112,7 +111,7 @@ impl Backend for TractBackend {
                 tracing::debug!("tract compiles this model per input shape: {e:#}");
                 let inputs = declared_specs(model, input_names, false)?;
                 let outputs = declared_specs(model, output_names, true)?;
-                let plans = Plans::PerShape { model: inference, runtime: self.runtime, compiled: Mutex::default() };
+                let plans = Plans::PerShape { model: Box::new(inference), runtime: self.runtime, compiled: Mutex::default() };
                 return Ok(Arc::new(TractGraph { plans, inputs, outputs }));
             }
             Err(e) => return Err(invalid(e)),
@@ -134,7 +133,8 @@ fn specialise(model: &InferenceModel, runtime: &'static dyn Runtime, values: &[T
 }
 
 fn has_symbolic_input(model: &InferenceModel) -> bool {
-    (0..model.inputs.len()).any(|i| model.input_fact(i).is_ok_and(|f| f.shape.dims().any(|d| d.concretize().is_none_or(|d| d.to_i64().is_err()))))
+    (0..model.inputs.len())
+        .any(|i| model.input_fact(i).is_ok_and(|f| f.shape.dims().any(|d| d.concretize().is_none_or(|d| d.to_i64().is_err()))))
 }
 
 /// Specs as the ONNX file declares them, for a model tract could not type without shapes.
@@ -146,7 +146,8 @@ fn declared_specs(model: &[u8], names: Vec<String>, outputs: bool) -> Result<Vec
     names
         .into_iter()
         .map(|name| {
-            let Some(Value::TensorType(tensor)) = declared.iter().find(|v| v.name == name).and_then(|v| v.r#type.as_ref()?.value.clone()) else {
+            let Some(Value::TensorType(tensor)) = declared.iter().find(|v| v.name == name).and_then(|v| v.r#type.as_ref()?.value.clone())
+            else {
                 return Err(BackendError::Unsupported(format!("tensor '{name}' has no declared tensor type")));
             };
             let ty = DataType::try_from(tensor.elem_type)
@@ -244,11 +245,7 @@ impl Graph for TractGraph {
                 let tensor = value.into_tensor();
                 let ty = element_type(tensor.datum_type())
                     .ok_or_else(|| BackendError::Unsupported(format!("output of type {:?}", tensor.datum_type())))?;
-                Ok(Tensor {
-                    dims: tensor.shape().iter().map(|&d| d as u32).collect(),
-                    ty,
-                    data: tensor.as_bytes().to_vec(),
-                })
+                Ok(Tensor { dims: tensor.shape().iter().map(|&d| d as u32).collect(), ty, data: tensor.as_bytes().to_vec() })
             })
             .collect()
     }

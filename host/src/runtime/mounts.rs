@@ -1,6 +1,6 @@
 //! A component's `files`, mounted read-only exactly as its manifest grants.
 //!
-//! A placement (`{ source = "dir", destination = "/d" }`) preopens the directory at `/d`. Glob
+//! A directory mount (`{ source = "dir", destination = "/d" }`) preopens the directory at `/d`. Glob
 //! patterns (`"models/cifar10/*.onnx"`) mount each matching file at the same relative path
 //! under `/`; like Spin, those files are copied once per app into a staging folder, so the
 //! guest can never reach a file the manifest did not name.
@@ -32,7 +32,7 @@ impl Mounts {
         let mut staged: Vec<(String, PathBuf)> = Vec::new();
         for mount in &component.files {
             match mount {
-                FileMount::Placement(p) => {
+                FileMount::Directory(p) => {
                     let source = manifest.resolve(&p.source);
                     if !source.is_dir() {
                         bail!("component.{id}.files: source '{}' is not a directory ({})", p.source, source.display());
@@ -47,15 +47,14 @@ impl Mounts {
                 }
                 FileMount::Pattern(pattern) => {
                     let full = manifest.resolve(pattern);
-                    let matches = glob::glob(&full.to_string_lossy())
-                        .with_context(|| format!("component.{id}.files: bad pattern '{pattern}'"))?;
+                    let matches =
+                        glob::glob(&full.to_string_lossy()).with_context(|| format!("component.{id}.files: bad pattern '{pattern}'"))?;
                     let before = staged.len();
                     for entry in matches {
                         let host = entry?;
                         for file in if host.is_dir() { walk(&host)? } else { vec![host] } {
-                            let rel = relative(&file, &manifest.dir).with_context(|| {
-                                format!("component.{id}.files: '{pattern}' reaches outside the app folder")
-                            })?;
+                            let rel = relative(&file, &manifest.dir)
+                                .with_context(|| format!("component.{id}.files: '{pattern}' reaches outside the app folder"))?;
                             if !is_excluded(&rel) {
                                 staged.push((rel, file));
                             }
@@ -150,7 +149,8 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("app")).unwrap();
         std::fs::write(dir.path().join("outside.txt"), b"no").unwrap();
         for (files, message) in [("[\"../outside.txt\"]", "outside the app folder"), ("[\"nothing/*\"]", "matches no files")] {
-            let text = format!("spin_manifest_version = 2\n[application]\nname = \"t\"\n[component.a]\nsource = \"a.wasm\"\nfiles = {files}\n");
+            let text =
+                format!("spin_manifest_version = 2\n[application]\nname = \"t\"\n[component.a]\nsource = \"a.wasm\"\nfiles = {files}\n");
             let manifest = Manifest::parse(&dir.path().join("app/spin.toml"), &text).unwrap();
             let (id, component) = manifest.app.component.iter().next().unwrap();
             let err = Mounts::prepare(&manifest, id, component).err().expect("refused");

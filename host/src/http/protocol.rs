@@ -7,28 +7,26 @@
 //! - `GET /v2/models` and Triton's `POST /v2/repository/index`: the models the routes serve.
 //! - `/v2/models/{m}/...` with no route for `m`: 404 `unknown model`.
 
-use crate::app::App;
-use crate::server::json_error;
-use bytes::Bytes;
-use http::{Method, Response, StatusCode};
-use http_body_util::Full;
+use super::response::{HostResponse, json, json_error};
+use crate::runtime::App;
+use http::{Method, StatusCode};
 use serde_json::json;
 
 /// Extensions whose endpoints Spindle implements in full.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
 
 /// Answers a server-level protocol request, or `None` to let routing continue.
-pub fn serve(app: &App, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
     let path = path.trim_end_matches('/');
     let get = method == Method::GET;
     Some(match path {
-        "/v2" if get => ok(json!({"name": "spindle", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS})),
-        "/v2/health/live" | "/v2/health/ready" if get => ok(json!({"live": true, "ready": true})),
-        "/v2/models" if get => ok(json!({"models": index(app)})),
-        "/v2/repository/index" if method == Method::POST => ok(json!(index(app))),
+        "/v2" if get => json(&json!({"name": "spindle", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS})),
+        "/v2/health/live" | "/v2/health/ready" if get => json(&json!({"live": true, "ready": true})),
+        "/v2/models" if get => json(&json!({"models": index(app)})),
+        "/v2/repository/index" if method == Method::POST => json(&json!(index(app))),
         _ => {
             let model = path.strip_prefix("/v2/models/")?.split('/').next()?;
-            if app.router.route(path).is_some() {
+            if app.router().route(path).is_some() {
                 return None;
             }
             json_error(StatusCode::NOT_FOUND, format!("unknown model '{model}' (served here: {:?})", names(app)))
@@ -37,7 +35,7 @@ pub fn serve(app: &App, method: &Method, path: &str) -> Option<Response<Full<Byt
 }
 
 fn names(app: &App) -> Vec<String> {
-    app.router
+    app.router()
         .routes()
         .filter_map(|(route, _)| route.strip_prefix("/v2/models/")?.strip_suffix("/...").map(str::to_owned))
         .filter(|name| !name.contains('/'))
@@ -50,7 +48,7 @@ fn index(app: &App) -> Vec<serde_json::Value> {
     names
         .into_iter()
         .map(|name| {
-            let component = app.router.route(&format!("/v2/models/{name}")).and_then(|m| app.components.get(m.component));
+            let component = app.router().route(&format!("/v2/models/{name}")).and_then(|m| app.component(m.component));
             json!({
                 "name": name,
                 "state": "READY",
@@ -60,10 +58,4 @@ fn index(app: &App) -> Vec<serde_json::Value> {
             })
         })
         .collect()
-}
-
-fn ok(body: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    response
 }

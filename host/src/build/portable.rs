@@ -40,7 +40,7 @@ pub fn compose(function: &[u8], provider: &[u8]) -> Result<Vec<u8>> {
     Ok(composed)
 }
 
-/// `path/to/NAME.wasm` → `path/to/NAME.portable.wasm`.
+/// Where a function's portable build is written: `path/to/NAME.wasm` → `path/to/NAME.portable.wasm`.
 pub fn portable_path(source: &Path) -> PathBuf {
     source.with_extension("portable.wasm")
 }
@@ -65,11 +65,8 @@ pub fn build(manifest: &crate::manifest::Manifest) -> Result<PathBuf> {
         let target = portable_path(&source);
         std::fs::write(&target, &composed).with_context(|| format!("writing {}", target.display()))?;
         eprintln!("Composed {id}: {} ({} bytes), imports: WASI and wasi:http only", target.display(), composed.len());
-        let entry = text
-            .get_mut("component")
-            .and_then(|c| c.get_mut(id.as_str()))
-            .and_then(|c| c.as_table_mut())
-            .context("manifest layout")?;
+        let entry =
+            text.get_mut("component").and_then(|c| c.get_mut(id.as_str())).and_then(|c| c.as_table_mut()).context("manifest layout")?;
         entry.insert("source".into(), toml::Value::String(portable_path(Path::new(&component.source)).to_string_lossy().into_owned()));
         entry.remove("build");
     }

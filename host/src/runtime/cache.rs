@@ -51,18 +51,18 @@ impl ComponentCache {
     }
 
     /// The compiled component for `wasm`, from the cache when a valid entry exists.
-    pub fn load(&self, engine: &Engine, wasm: &[u8]) -> Result<(Component, Outcome)> {
+    pub fn load(&self, wasm_engine: &Engine, wasm: &[u8]) -> Result<(Component, Outcome)> {
         let Some(dir) = &self.dir else {
-            return Ok((Component::new(engine, wasm).map_err(anyhow::Error::from)?, Outcome::Compiled));
+            return Ok((Component::new(wasm_engine, wasm).map_err(anyhow::Error::from)?, Outcome::Compiled));
         };
-        let key = key(engine, wasm);
+        let key = key(wasm_engine, wasm);
         let entry = dir.join(format!("{key}.cwasm"));
         let digest_file = dir.join(format!("{key}.sha256"));
         let mut outcome = Outcome::Compiled;
         if let Some(bytes) = read_verified(&entry, &digest_file) {
             // SAFETY: these bytes are exactly what `precompile_component` wrote for this engine
             // configuration (the key covers both; the digest proves the file is intact).
-            match unsafe { Component::deserialize(engine, &bytes) } {
+            match unsafe { Component::deserialize(wasm_engine, &bytes) } {
                 Ok(component) => return Ok((component, Outcome::Hit)),
                 Err(e) => tracing::warn!(entry = %entry.display(), "discarding cached component: {e}"),
             }
@@ -71,19 +71,19 @@ impl ComponentCache {
             tracing::warn!(entry = %entry.display(), "discarding cached component: digest mismatch or missing");
             outcome = Outcome::Rebuilt;
         }
-        let compiled = engine.precompile_component(wasm).map_err(anyhow::Error::from)?;
+        let compiled = wasm_engine.precompile_component(wasm).map_err(anyhow::Error::from)?;
         if let Err(e) = write_entry(dir, &entry, &digest_file, &compiled) {
             tracing::warn!(dir = %dir.display(), "could not write the component cache: {e:#}");
         }
         // SAFETY: produced just now by this engine.
-        let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(anyhow::Error::from)?;
+        let component = unsafe { Component::deserialize(wasm_engine, &compiled) }.map_err(anyhow::Error::from)?;
         Ok((component, outcome))
     }
 }
 
-fn key(engine: &Engine, wasm: &[u8]) -> String {
+fn key(wasm_engine: &Engine, wasm: &[u8]) -> String {
     let mut engine_hash = std::hash::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    wasm_engine.precompile_compatibility_hash().hash(&mut engine_hash);
     let mut key = Sha256::new();
     key.update(b"spindle-component-cache-v1\0");
     key.update(Sha256::digest(wasm));
@@ -127,30 +127,30 @@ mod tests {
     }
 
     /// A cache in a fresh folder holding one entry for WAT; returns the folder and that entry.
-    fn primed(engine: &Engine) -> (tempfile::TempDir, ComponentCache, PathBuf) {
+    fn primed(wasm_engine: &Engine) -> (tempfile::TempDir, ComponentCache, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let cache = ComponentCache::at(dir.path().to_owned());
-        assert_eq!(cache.load(engine, WAT.as_bytes()).unwrap().1, Outcome::Compiled);
+        assert_eq!(cache.load(wasm_engine, WAT.as_bytes()).unwrap().1, Outcome::Compiled);
         let entry = entries(dir.path(), "cwasm").pop().unwrap();
         (dir, cache, entry)
     }
 
     #[test]
     fn compiles_once_then_hits_and_survives_corruption() {
-        let engine = Engine::default();
+        let wasm_engine = Engine::default();
         let wasm = WAT.as_bytes();
-        let (dir, cache, entry) = primed(&engine);
-        assert_eq!(cache.load(&engine, wasm).unwrap().1, Outcome::Hit);
+        let (dir, cache, entry) = primed(&wasm_engine);
+        assert_eq!(cache.load(&wasm_engine, wasm).unwrap().1, Outcome::Hit);
 
         let mut bytes = std::fs::read(&entry).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&entry, &bytes).unwrap();
-        assert_eq!(cache.load(&engine, wasm).unwrap().1, Outcome::Rebuilt);
-        assert_eq!(cache.load(&engine, wasm).unwrap().1, Outcome::Hit);
+        assert_eq!(cache.load(&wasm_engine, wasm).unwrap().1, Outcome::Rebuilt);
+        assert_eq!(cache.load(&wasm_engine, wasm).unwrap().1, Outcome::Hit);
 
         std::fs::write(&entry, &bytes[..10]).unwrap();
-        assert_eq!(cache.load(&engine, wasm).unwrap().1, Outcome::Rebuilt);
+        assert_eq!(cache.load(&wasm_engine, wasm).unwrap().1, Outcome::Rebuilt);
 
         // An entry from another engine configuration is a different key, never this one.
         let mut config = wasmtime::Config::new();
@@ -162,13 +162,13 @@ mod tests {
 
     #[test]
     fn a_foreign_file_under_the_right_name_is_rebuilt() {
-        let engine = Engine::default();
+        let wasm_engine = Engine::default();
         let wasm = WAT.as_bytes();
-        let (_dir, cache, entry) = primed(&engine);
+        let (_dir, cache, entry) = primed(&wasm_engine);
         let foreign = b"\x7fELF not a wasmtime artifact";
         std::fs::write(&entry, foreign).unwrap();
         std::fs::write(entry.with_extension("sha256"), hex(&Sha256::digest(foreign))).unwrap();
-        assert_eq!(cache.load(&engine, wasm).unwrap().1, Outcome::Rebuilt);
-        assert_eq!(cache.load(&engine, wasm).unwrap().1, Outcome::Hit);
+        assert_eq!(cache.load(&wasm_engine, wasm).unwrap().1, Outcome::Rebuilt);
+        assert_eq!(cache.load(&wasm_engine, wasm).unwrap().1, Outcome::Hit);
     }
 }

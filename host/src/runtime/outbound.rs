@@ -1,39 +1,7 @@
-//! Per-request instance state: one [`InstanceState`] per `Store`, reached through small views.
+//! Outbound HTTP from guests: only to what the manifest's `allowed_outbound_hosts` grants.
 
-use crate::nn::{NnCtx, NnView};
 use std::sync::Arc;
-use wasmtime::StoreLimits;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
-
-/// Everything one instance owns for the life of one request.
-pub struct InstanceState {
-    pub table: ResourceTable,
-    pub wasi: WasiCtx,
-    pub http: WasiHttpCtx,
-    pub outbound: OutboundPolicy,
-    pub nn: NnCtx,
-    pub limits: StoreLimits,
-}
-
-impl InstanceState {
-    pub fn nn(&mut self) -> NnView<'_> {
-        NnView { ctx: &mut self.nn, table: &mut self.table }
-    }
-}
-
-impl WasiView for InstanceState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl WasiHttpView for InstanceState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
-    }
-}
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Outbound HTTP only to what `allowed_outbound_hosts` grants (`scheme://host[:port]`, with
 /// `*` for any scheme, host or port and `*.domain` for subdomains); everything else is denied.
@@ -43,10 +11,12 @@ pub struct OutboundPolicy {
 }
 
 impl OutboundPolicy {
+    /// The policy for a component's `allowed_outbound_hosts`.
     pub fn new(allowed: &[String]) -> Self {
         Self { allowed: allowed.iter().cloned().collect() }
     }
 
+    /// Whether a request to `uri` is granted.
     pub fn allows(&self, uri: &http::Uri) -> bool {
         let scheme = uri.scheme_str().unwrap_or("http");
         let Some(host) = uri.host() else { return false };

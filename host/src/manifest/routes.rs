@@ -4,11 +4,16 @@
 //! which matches `/models/cifar10` and everything under it; `/...` matches everything).
 //! An exact route beats any wildcard; among wildcards the longest prefix wins. A trailing `/`
 //! on a request path is ignored for exact routes. Two triggers on the same route are an error.
+//!
+//! The router is built once, while the manifest is validated, and kept in the [`Manifest`]: the
+//! server matches requests with the same value that was checked.
+//!
+//! [`Manifest`]: super::Manifest
 
-use crate::manifest::{AppManifest, ComponentId, RouteSpec};
+use super::{AppManifest, ComponentId, RouteSpec};
 
 /// The router, built once per app.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Router {
     exact: Vec<(String, ComponentId)>,
     /// Wildcard prefixes without the `/...` tail, longest first (`""` for `/...`).
@@ -18,6 +23,7 @@ pub struct Router {
 /// What a request path matched.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RouteMatch<'a> {
+    /// The component the route leads to.
     pub component: &'a ComponentId,
     /// The route as written in the manifest.
     pub route: String,
@@ -25,12 +31,17 @@ pub struct RouteMatch<'a> {
     pub path_info: String,
 }
 
+/// Why the routes do not make a router.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[expect(missing_docs, reason = "the fields are named by the messages")]
 pub enum RouteError {
+    /// A route that does not start with `/`.
     #[error("route '{route}' (component '{component}') must start with '/'")]
     NotAbsolute { route: String, component: String },
+    /// Two triggers on one route.
     #[error("route '{route}' is given twice: for component '{first}' and for component '{second}'")]
     Duplicate { route: String, first: String, second: String },
+    /// `...` anywhere but at the end.
     #[error("route '{route}' (component '{component}'): '...' may only end a route, as '/...'")]
     BadWildcard { route: String, component: String },
 }
@@ -43,7 +54,7 @@ impl Router {
             let RouteSpec::Path(route) = &trigger.route else { continue };
             router.add(route, trigger.component.clone())?;
         }
-        router.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        router.wildcards.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(router)
     }
 
@@ -59,11 +70,7 @@ impl Router {
             None => (&mut self.exact, normalise(route)),
         };
         if let Some((_, first)) = table.iter().find(|(k, _)| *k == key) {
-            return Err(RouteError::Duplicate {
-                route: route.into(),
-                first: first.to_string(),
-                second: component.to_string(),
-            });
+            return Err(RouteError::Duplicate { route: route.into(), first: first.to_string(), second: component.to_string() });
         }
         table.push((key, component));
         Ok(())
@@ -120,8 +127,9 @@ mod tests {
 
     #[test]
     fn exact_beats_wildcard_and_longest_prefix_wins() {
-        let r = router(&[("/...", "fallback"), ("/models/...", "models"), ("/models/cifar10/...", "cifar"), ("/models/cifar10/info", "info")])
-            .expect("router");
+        let r =
+            router(&[("/...", "fallback"), ("/models/...", "models"), ("/models/cifar10/...", "cifar"), ("/models/cifar10/info", "info")])
+                .expect("router");
         assert_eq!(target(&r, "/models/cifar10/info"), Some(("info".into(), "".into())));
         assert_eq!(target(&r, "/models/cifar10/info/"), Some(("info".into(), "".into())));
         assert_eq!(target(&r, "/models/cifar10/classify"), Some(("cifar".into(), "/classify".into())));

@@ -1,0 +1,89 @@
+//! One HTTP request: the host's own endpoints, then the route, the body (size and time limits),
+//! Spin's request headers, and the component's answer, or the status for why there is none.
+//!
+//! Failures the client caused are 4xx; failures of the guest (trap, deadline, memory limit)
+//! are 5xx for that request alone, logged with the component id. All errors are JSON
+//! `{"error": "..."}`.
+
+use super::protocol;
+use super::response::{HostResponse, json_error};
+use crate::manifest::RouteMatch;
+use crate::runtime::{App, InvokeError};
+use http::request::Parts;
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+
+/// Answers one request.
+pub async fn handle(app: &App, req: Request<Incoming>, client: SocketAddr) -> HostResponse {
+    let path = req.uri().path().to_owned();
+    if let Some(response) = protocol::serve(app, req.method(), &path) {
+        return response;
+    }
+    let Some(matched) = app.router().route(&path) else {
+        return json_error(StatusCode::NOT_FOUND, format!("no route matches {path}"));
+    };
+    let Some(component) = app.component(matched.component).cloned() else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("route {} has no component", matched.route));
+    };
+    let limit = component.limits.max_body_bytes;
+    let (mut parts, body) = req.into_parts();
+    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the {limit}-byte limit"));
+    }
+    let body_timeout = component.limits.body_timeout;
+    let body = match tokio::time::timeout(body_timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} ms", body_timeout.as_millis()),
+            );
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the {limit}-byte limit"));
+        }
+        Ok(Err(e)) => return json_error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
+    };
+    add_spin_headers(&mut parts, &matched, client);
+    match app.invoke(&component, Request::from_parts(parts, Full::new(body))).await {
+        Ok(response) => response,
+        Err(e) => {
+            let status = match e {
+                InvokeError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                InvokeError::Guest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                InvokeError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
+            };
+            let mut response = json_error(status, &e);
+            if let InvokeError::QueueFull { .. } = e {
+                response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
+        }
+    }
+}
+
+/// Gives the guest the full URL and Spin's routing headers, as `spin up` does.
+fn add_spin_headers(parts: &mut Parts, matched: &RouteMatch<'_>, client: SocketAddr) {
+    let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned();
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let full_url = format!("http://{host}{path_and_query}");
+    if let Ok(uri) = full_url.parse() {
+        parts.uri = uri;
+    }
+    for (name, value) in [
+        ("spin-full-url", full_url.as_str()),
+        ("spin-path-info", matched.path_info.as_str()),
+        ("spin-matched-route", matched.route.as_str()),
+        ("spin-component-route", matched.route.trim_end_matches("/...")),
+        ("spin-raw-component-route", matched.route.as_str()),
+        ("spin-base-path", "/"),
+        ("spin-client-addr", &client.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            parts.headers.insert(name, value);
+        }
+    }
+}

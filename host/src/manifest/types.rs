@@ -1,0 +1,212 @@
+//! The manifest's tables as serde types: what `spin.toml` may say, and nothing else.
+//!
+//! Every table denies unknown keys. Fields Spindle reads are documented with what it does with
+//! them; fields Spin defines that Spindle only accepts are kept so the same file works with both.
+
+use super::ComponentId;
+use crate::nn::policy::{DeviceChoice, EngineChoice};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file, as parsed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppManifest {
+    /// Must be 2.
+    pub spin_manifest_version: u32,
+    /// `[application]`.
+    pub application: Application,
+    /// `[variables]`: accepted, not yet provided to components.
+    #[serde(default)]
+    pub variables: BTreeMap<String, toml::Table>,
+    /// `[[trigger.http]]` and friends.
+    #[serde(default)]
+    pub trigger: Triggers,
+    /// `[component.NAME]`, by id.
+    #[serde(default)]
+    pub component: BTreeMap<ComponentId, Component>,
+}
+
+/// `[application]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Application {
+    /// The app's name.
+    pub name: String,
+    /// Its version.
+    #[serde(default)]
+    pub version: String,
+    /// A description.
+    #[serde(default)]
+    pub description: String,
+    /// Its authors.
+    #[serde(default)]
+    pub authors: Vec<String>,
+    /// Spin's deployment targets: accepted, unused.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Other tools' settings: ignored.
+    #[serde(default)]
+    pub tool: BTreeMap<String, toml::Table>,
+}
+
+/// `[trigger]`: only HTTP triggers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Triggers {
+    /// `[[trigger.http]]`.
+    #[serde(default)]
+    pub http: Vec<HttpTrigger>,
+}
+
+/// One `[[trigger.http]]`: a route to a component.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTrigger {
+    /// An optional trigger id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The route, or `{ private = true }`.
+    pub route: RouteSpec,
+    /// The component it runs.
+    pub component: ComponentId,
+    /// Only Spin's own executor is supported.
+    #[serde(default)]
+    pub executor: Option<Executor>,
+}
+
+/// A trigger's `route`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RouteSpec {
+    /// A path: exact (`/a/b`) or a wildcard tail (`/a/...`).
+    Path(String),
+    /// `{ private = true }`: reachable by no route.
+    Private(PrivateRoute),
+}
+
+/// `route = { private = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateRoute {
+    /// Always true in practice.
+    pub private: bool,
+}
+
+/// A trigger's `executor`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum Executor {
+    /// `{ type = "spin" }`: the component exports a `wasi:http` handler.
+    Spin,
+}
+
+/// `[component.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// The component's `.wasm`, relative to the manifest.
+    pub source: String,
+    /// A description.
+    #[serde(default)]
+    pub description: String,
+    /// What the component may read, mounted read-only.
+    #[serde(default)]
+    pub files: Vec<FileMount>,
+    /// Globs of files under `files` not to mount.
+    #[serde(default)]
+    pub exclude_files: Vec<String>,
+    /// Where it may send HTTP requests.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Its environment variables.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// How `spindle build` builds it.
+    #[serde(default)]
+    pub build: Option<BuildConfig>,
+    /// Tools' own settings; Spindle reads `tool.spindle` ([`SpindleSettings`]).
+    #[serde(default)]
+    pub tool: BTreeMap<String, toml::Table>,
+}
+
+/// An entry of `files`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileMount {
+    /// A glob relative to the manifest; each matching file is mounted at the same path under `/`.
+    Pattern(String),
+    /// A directory mounted at a destination.
+    Directory(DirectoryMount),
+}
+
+/// `{ source = "dir", destination = "/d" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryMount {
+    /// The directory, relative to the manifest.
+    pub source: String,
+    /// Where the component sees it; absolute.
+    pub destination: String,
+}
+
+/// `[component.NAME.build]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// One shell command or several, run in order.
+    pub command: BuildCommand,
+    /// Where they run, relative to the manifest.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Globs whose changes should rebuild the component.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Environment variables for the commands.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+}
+
+/// A build's `command`: one or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum BuildCommand {
+    /// One shell command.
+    One(String),
+    /// Shell commands run in order.
+    Many(Vec<String>),
+}
+
+impl BuildCommand {
+    /// The commands, in order.
+    pub fn commands(&self) -> Vec<&str> {
+        match self {
+            BuildCommand::One(c) => vec![c.as_str()],
+            BuildCommand::Many(cs) => cs.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Spindle-only settings for one component (`[component.NAME.tool.spindle]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpindleSettings {
+    /// Linear memory limit per instance, in MiB.
+    #[serde(default)]
+    pub memory_limit_mib: Option<u64>,
+    /// Wall-clock deadline per request, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Requests this component runs at once.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+    /// Requests that may wait for a slot before new ones get 503.
+    #[serde(default)]
+    pub max_queued_requests: Option<usize>,
+    /// Inference engine: `auto`, `tract` or `onnxruntime`.
+    #[serde(default)]
+    pub engine: Option<EngineChoice>,
+    /// Device: `auto`, `cpu` or `gpu`.
+    #[serde(default)]
+    pub device: Option<DeviceChoice>,
+}

@@ -1,0 +1,139 @@
+//! Compiled graphs, cached once per host: a graph is compiled once per (model bytes, engine,
+//! device) and shared by every instance of every component, whether it came from
+//! `load-by-name` or `load(bytes)`.
+
+use super::backend::{self, Backend, BackendError, Device, Graph};
+use super::pool::{InferencePool, RunHistory};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+type Slot = Arc<OnceCell<Arc<SharedGraph>>>;
+
+/// What a compiled graph is cached under: the SHA-256 of the model bytes, the engine and the device.
+type GraphKey = ([u8; 32], &'static str, Device);
+
+/// A compiled graph as the cache shares it, with how long its runs took so far.
+pub struct SharedGraph {
+    graph: Arc<dyn Graph>,
+    history: RunHistory,
+}
+
+impl SharedGraph {
+    pub(super) fn new(graph: Arc<dyn Graph>) -> Self {
+        Self { graph, history: RunHistory::default() }
+    }
+
+    /// The compiled graph.
+    pub fn graph(&self) -> &dyn Graph {
+        self.graph.as_ref()
+    }
+
+    /// How long its runs took so far, which decides where the next one runs.
+    pub(super) fn history(&self) -> &RunHistory {
+        &self.history
+    }
+}
+
+/// Compiled graphs keyed by the SHA-256 of their bytes and the engine and device that compiled them.
+pub struct GraphCache {
+    pool: Arc<InferencePool>,
+    graphs: Mutex<HashMap<GraphKey, Slot>>,
+    compiles: AtomicUsize,
+}
+
+impl GraphCache {
+    /// An empty cache whose compiles and computes run on `pool`.
+    pub fn new(pool: Arc<InferencePool>) -> Self {
+        Self { pool, graphs: Mutex::default(), compiles: AtomicUsize::new(0) }
+    }
+
+    /// The pool compiles and computes run on.
+    pub fn pool(&self) -> &InferencePool {
+        &self.pool
+    }
+
+    /// How many graphs were compiled so far (cache misses).
+    pub fn compiles(&self) -> usize {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    /// Returns the compiled graph for these bytes, compiling them (off the async workers) on a miss.
+    /// Concurrent callers with the same bytes wait for one compilation.
+    pub async fn get_or_compile(&self, model: Arc<[u8]>, backend: &Arc<dyn Backend>) -> Result<Arc<SharedGraph>, BackendError> {
+        let digest = {
+            let model = model.clone();
+            self.pool.run(move || Ok(<[u8; 32]>::from(Sha256::digest(&model)))).await?
+        };
+        let slot =
+            self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry((digest, backend.name(), backend.device())).or_default().clone();
+        slot.get_or_try_init(|| async {
+            let engine = backend.clone();
+            let started = std::time::Instant::now();
+            let graph = self.pool.run(move || backend::load(engine.as_ref(), &model)).await?;
+            self.compiles.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                engine = backend.name(),
+                device = %backend.device(),
+                sha256 = %hex(&digest[..6]),
+                ms = started.elapsed().as_millis() as u64,
+                "compiled model graph"
+            );
+            Ok(Arc::new(SharedGraph::new(graph)))
+        })
+        .await
+        .cloned()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cifar10_bytes() -> Arc<[u8]> {
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/cifar10/model.onnx")).unwrap().into()
+    }
+
+    #[tokio::test]
+    async fn same_bytes_compile_once_and_share_one_graph() {
+        let cache = GraphCache::new(Arc::new(InferencePool::with_size(2)));
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu(1));
+        let (a, b) = tokio::join!(cache.get_or_compile(cifar10_bytes(), &tract), cache.get_or_compile(cifar10_bytes(), &tract));
+        assert!(Arc::ptr_eq(&a.unwrap(), &b.unwrap()));
+        assert_eq!(cache.compiles(), 1);
+        let garbage = cache.get_or_compile(Arc::from(&b"not a model"[..]), &tract).await;
+        assert!(matches!(garbage, Err(BackendError::InvalidModel(_))));
+    }
+
+    #[tokio::test]
+    async fn compute_checks_inputs_against_the_model() {
+        use crate::nn::backend::{ElementType, Tensor, compute};
+        let cache = GraphCache::new(Arc::new(InferencePool::with_size(1)));
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu(1));
+        let graph = cache.get_or_compile(cifar10_bytes(), &tract).await.unwrap();
+        let input = |dims: Vec<u32>, len: usize| Tensor { dims, ty: ElementType::F32, data: vec![0; len] };
+        let out = compute(graph.graph(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))]).unwrap();
+        assert_eq!(out[0].0, "probabilities");
+        assert_eq!(out[0].1.dims, vec![2, 10]);
+        let probs: Vec<f32> = out[0].1.data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert!((probs[..10].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        for (inputs, message) in [
+            (vec![("input".to_string(), input(vec![1, 3, 32, 32], 3072 * 4))], "expected [batch, 32, 32, 3] fp32, got [1, 3, 32, 32] fp32"),
+            (
+                vec![("pixels".to_string(), input(vec![1, 32, 32, 3], 3072 * 4))],
+                "unknown input 'pixels'; the model takes 'input' [batch, 32, 32, 3] fp32",
+            ),
+            (vec![("input".to_string(), input(vec![1, 32, 32, 3], 7))], "need 12288 bytes, got 7"),
+            (vec![], "missing input 'input'"),
+        ] {
+            let err = compute(graph.graph(), inputs).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
+    }
+}

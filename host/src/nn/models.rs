@@ -1,0 +1,116 @@
+//! Named models, once per component: the models it may `load-by-name`, which are exactly the
+//! model files its manifest mounts, named as [`spindle_tensor::named`] says.
+
+use super::backend::{Backend, BackendError};
+use super::graphs::{GraphCache, SharedGraph};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// One model a component may load by name.
+pub struct NamedModel {
+    /// Where the bytes are on the host.
+    pub host_path: PathBuf,
+    /// Where the component sees the same file.
+    pub guest_path: String,
+    graph: OnceCell<Arc<SharedGraph>>,
+}
+
+/// The named models of one component, resolved from its mounted files.
+#[derive(Default)]
+pub struct ComponentModels {
+    models: BTreeMap<String, NamedModel>,
+}
+
+/// Errors naming a component's models from its mounted files.
+#[derive(Debug, thiserror::Error)]
+pub enum NamingError {
+    /// Two files with one name.
+    #[error("two mounted model files are both named '{name}': {first} and {second}")]
+    Duplicate {
+        /// The name.
+        name: String,
+        /// The first file's guest path.
+        first: String,
+        /// The second file's guest path.
+        second: String,
+    },
+}
+
+impl ComponentModels {
+    /// Names every mounted `.onnx` file: `/models/NAME/model.onnx` and `…/NAME.onnx` are `NAME`.
+    pub fn from_mounted_files(files: impl IntoIterator<Item = (String, PathBuf)>) -> Result<Self, NamingError> {
+        let mut models = BTreeMap::new();
+        for (guest_path, host_path) in files {
+            let Some(name) = spindle_tensor::named::model_name(&guest_path).map(str::to_owned) else { continue };
+            if let Some(existing) = models.get(&name) {
+                let existing: &NamedModel = existing;
+                return Err(NamingError::Duplicate { name, first: existing.guest_path.clone(), second: guest_path });
+            }
+            models.insert(name, NamedModel { host_path, guest_path, graph: OnceCell::new() });
+        }
+        Ok(Self { models })
+    }
+
+    /// The names it may load.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
+    /// Loads a named model through the shared cache; later calls return the same graph directly.
+    pub async fn load(&self, name: &str, cache: &GraphCache, backend: &Arc<dyn Backend>) -> Result<Arc<SharedGraph>, LoadByNameError> {
+        let model = self
+            .models
+            .get(name)
+            .ok_or_else(|| LoadByNameError::NotFound { name: name.to_owned(), available: self.names().map(str::to_owned).collect() })?;
+        model
+            .graph
+            .get_or_try_init(|| async {
+                let bytes = tokio::fs::read(&model.host_path)
+                    .await
+                    .map_err(|e| BackendError::InvalidModel(format!("cannot read {}: {e}", model.host_path.display())))?;
+                cache.get_or_compile(bytes.into(), backend).await
+            })
+            .await
+            .cloned()
+            .map_err(|source| LoadByNameError::Backend { name: name.to_owned(), source })
+    }
+}
+
+/// Why `load-by-name` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadByNameError {
+    /// No mounted file has that name.
+    #[error("no model named '{name}' is mounted for this component (available: {available:?})")]
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// The names there are.
+        available: Vec<String>,
+    },
+    /// The file is there and its engine refused it.
+    #[error("model '{name}': {source}")]
+    Backend {
+        /// The name asked for.
+        name: String,
+        /// The engine's error.
+        source: BackendError,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let err = ComponentModels::from_mounted_files([
+            ("/a/cifar10.onnx".to_string(), PathBuf::from("x")),
+            ("/models/cifar10/model.onnx".to_string(), PathBuf::from("y")),
+        ])
+        .err()
+        .expect("duplicate");
+        assert!(err.to_string().contains("'cifar10'"), "{err}");
+    }
+}

@@ -1,0 +1,162 @@
+//! The app, built once: the wasm engine and its epoch clock, the linker, one
+//! [`LoadedComponent`] per manifest entry with its grants and placement, the inference engines
+//! and the shared graph cache. Requests only add a `Store` ([`App::new_store`]).
+
+use super::component::{self, CompiledComponents, Compiler, LoadedComponent};
+use super::epoch;
+use super::instance::InstanceState;
+use super::limits::Limits;
+use super::mounts::Mounts;
+use super::options::HostOptions;
+use super::outbound::OutboundPolicy;
+use crate::manifest::{ComponentId, Manifest, Router};
+use crate::nn::NnCtx;
+use crate::nn::graphs::GraphCache;
+use crate::nn::models::ComponentModels;
+use crate::nn::policy::{DeviceChoice, InferenceEngines};
+use crate::nn::pool::InferencePool;
+use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::handler::ProxyPre;
+
+/// The whole app.
+pub struct App {
+    router: Router,
+    components: HashMap<ComponentId, Arc<LoadedComponent>>,
+    graphs: Arc<GraphCache>,
+    inference_engines: InferenceEngines,
+    compiler: Compiler,
+}
+
+impl App {
+    /// Validates the app and prepares every component's grants; compiles nothing yet. Starts the
+    /// epoch clock that makes running guests yield.
+    pub fn build(manifest: &Manifest, limits: &Limits, options: &HostOptions) -> Result<Self> {
+        let largest_memory =
+            manifest.app.component.keys().map(|id| limits.with(&manifest.settings(id)).memory_bytes).max().unwrap_or(limits.memory_bytes);
+        let wasm_engine = Engine::new(&wasm_engine_config(largest_memory))?;
+        epoch::start_ticking(&wasm_engine).context("starting the epoch clock")?;
+        let linker = Arc::new(component::linker(&wasm_engine, options.wasi_nn)?);
+        let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine(options.engine_threads))));
+        let want_gpu = manifest.app.component.keys().any(|id| manifest.settings(id).device.unwrap_or(options.device) != DeviceChoice::Cpu);
+        let inference_engines = InferenceEngines::probe(options.onnxruntime.as_deref(), want_gpu, options.engine_threads);
+        let mut components = HashMap::new();
+        for (id, component) in &manifest.app.component {
+            let source = manifest.resolve(&component.source);
+            if !source.is_file() {
+                bail!(
+                    "component '{id}': source {} does not exist; build it first (`spindle build`, or `spindle up --build`)",
+                    source.display()
+                );
+            }
+            let mounts = Mounts::prepare(manifest, id, component)?;
+            let models = if options.named_models {
+                ComponentModels::from_mounted_files(mounts.files.iter().cloned()).with_context(|| format!("component '{id}'"))?
+            } else {
+                ComponentModels::default()
+            };
+            let settings = manifest.settings(id);
+            let placement = inference_engines
+                .place(settings.engine.unwrap_or(options.engine), settings.device.unwrap_or(options.device))
+                .map_err(|e| anyhow::anyhow!("component '{id}': {e}"))?;
+            tracing::info!(component = %id, engine = placement.backend.name(), device = %placement.device, "models placed: {}", placement.reason);
+            let loaded = LoadedComponent::new(
+                id.clone(),
+                source,
+                mounts,
+                models,
+                component.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                OutboundPolicy::new(&component.allowed_outbound_hosts),
+                limits.with(&settings),
+                placement,
+            );
+            components.insert(id.clone(), Arc::new(loaded));
+        }
+        let compiler = Compiler { wasm_engine, linker, cache: options.cache.clone(), compiled: Arc::new(CompiledComponents::default()) };
+        Ok(Self { router: manifest.router.clone(), components, graphs, inference_engines, compiler })
+    }
+
+    /// The routes, as validated with the manifest.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// A component by id.
+    pub fn component(&self, id: &ComponentId) -> Option<&Arc<LoadedComponent>> {
+        self.components.get(id)
+    }
+
+    /// Every component, ordered by id.
+    pub fn components(&self) -> Vec<&Arc<LoadedComponent>> {
+        let mut components: Vec<_> = self.components.values().collect();
+        components.sort_by(|a, b| a.id.cmp(&b.id));
+        components
+    }
+
+    /// The inference engines this host probed at start.
+    pub fn inference_engines(&self) -> &InferenceEngines {
+        &self.inference_engines
+    }
+
+    /// The graph cache every component's models are compiled into.
+    pub fn graphs(&self) -> &GraphCache {
+        &self.graphs
+    }
+
+    /// Compiles every component and loads every named model now, instead of on first use.
+    pub async fn preload(&self) -> Result<()> {
+        for component in self.components.values() {
+            self.instance_pre(component).await?;
+            for name in component.models.names() {
+                component
+                    .models
+                    .load(name, &self.graphs, &component.placement.backend)
+                    .await
+                    .with_context(|| format!("component '{}'", component.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The component's pre-instance, compiling (or loading from the cache) on first use.
+    pub async fn instance_pre<'a>(&self, component: &'a LoadedComponent) -> Result<&'a ProxyPre<InstanceState>> {
+        self.compiler.instance_pre(component).await
+    }
+
+    /// A fresh store for one request to `component`: only its mounts, environment and models.
+    pub fn new_store(&self, component: &LoadedComponent) -> Result<Store<InstanceState>> {
+        let mut wasi = WasiCtxBuilder::new();
+        // Mounted files are small local reads: do them on this thread, not via a blocking-pool hop.
+        wasi.allow_blocking_current_thread(true);
+        component.mounts.apply(&mut wasi)?;
+        wasi.envs(&component.environment).inherit_stderr();
+        let state = InstanceState {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            outbound: component.outbound.clone(),
+            nn: NnCtx::new(component.models.clone(), self.graphs.clone(), component.placement.clone()),
+            limits: StoreLimitsBuilder::new().memory_size(component.limits.memory_bytes).build(),
+        };
+        let mut store = Store::new(&self.compiler.wasm_engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Guest code yields to the async runtime every epoch tick, so a busy guest shares its
+        // worker thread; the request deadline itself is a timer around the whole call.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+}
+
+fn wasm_engine_config(max_memory_bytes: usize) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.max_memory_size(max_memory_bytes);
+    let mut config = Config::new();
+    config.wasm_component_model_async(true).epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}

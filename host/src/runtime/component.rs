@@ -1,0 +1,138 @@
+//! One component of the app: what the manifest grants it, prepared once per app, and its
+//! compiled, linked form ([`ProxyPre`]), prepared on first use (or at start with `--preload`).
+
+use super::cache::{ComponentCache, Outcome};
+use super::instance::InstanceState;
+use super::limits::{Admission, Limits};
+use super::mounts::Mounts;
+use super::outbound::OutboundPolicy;
+use crate::manifest::ComponentId;
+use crate::nn::models::ComponentModels;
+use crate::nn::policy::Placement;
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::handler::ProxyPre;
+
+/// One component: what it is granted, built once; its compiled form, built on first use.
+pub struct LoadedComponent {
+    /// Its id in the manifest.
+    pub id: ComponentId,
+    /// Its `.wasm` on the host.
+    pub source: PathBuf,
+    /// Its files.
+    pub(super) mounts: Mounts,
+    /// The models it may `load-by-name`.
+    pub models: Arc<ComponentModels>,
+    pub(super) environment: Vec<(String, String)>,
+    pub(super) outbound: OutboundPolicy,
+    /// Its limits, the host's with its own settings applied.
+    pub limits: Limits,
+    pub(super) admission: Admission,
+    /// The inference engine and device its models run on.
+    pub placement: Placement,
+    pre: OnceCell<ProxyPre<InstanceState>>,
+}
+
+impl LoadedComponent {
+    #[expect(clippy::too_many_arguments, reason = "each grant is its own manifest field")]
+    pub(super) fn new(
+        id: ComponentId,
+        source: PathBuf,
+        mounts: Mounts,
+        models: ComponentModels,
+        environment: Vec<(String, String)>,
+        outbound: OutboundPolicy,
+        limits: Limits,
+        placement: Placement,
+    ) -> Self {
+        let admission = Admission::new(&limits);
+        let models = Arc::new(models);
+        Self { id, source, mounts, models, environment, outbound, limits, admission, placement, pre: OnceCell::new() }
+    }
+}
+
+/// Compiled components shared between manifest entries with the same bytes.
+#[derive(Default)]
+pub(super) struct CompiledComponents(Mutex<HashMap<[u8; 32], Component>>);
+
+/// What compiling a component needs, shared by the app.
+#[derive(Clone)]
+pub(super) struct Compiler {
+    pub wasm_engine: Engine,
+    pub linker: Arc<Linker<InstanceState>>,
+    pub cache: ComponentCache,
+    pub compiled: Arc<CompiledComponents>,
+}
+
+impl Compiler {
+    /// The component's pre-instance, compiling (or loading from the cache) on first use.
+    pub async fn instance_pre<'a>(&self, component: &'a LoadedComponent) -> Result<&'a ProxyPre<InstanceState>> {
+        component
+            .pre
+            .get_or_try_init(|| async {
+                let compiler = self.clone();
+                let (id, source) = (component.id.clone(), component.source.clone());
+                tokio::task::spawn_blocking(move || compiler.prepare(&id, &source)).await?
+            })
+            .await
+    }
+
+    /// Compiles (or loads from the cache) one component and links it.
+    fn prepare(&self, id: &ComponentId, source: &Path) -> Result<ProxyPre<InstanceState>> {
+        let started = std::time::Instant::now();
+        let wasm = std::fs::read(source).with_context(|| format!("component '{id}': reading {}", source.display()))?;
+        let digest: [u8; 32] = Sha256::digest(&wasm).into();
+        let shared = self.compiled.0.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
+        let (component, outcome) = match shared {
+            Some(component) => (component, "shared"),
+            None => {
+                let (component, outcome) = self
+                    .cache
+                    .load(&self.wasm_engine, &wasm)
+                    .with_context(|| format!("component '{id}': compiling {}", source.display()))?;
+                self.compiled.0.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, component.clone());
+                let outcome = match outcome {
+                    Outcome::Hit => "cache hit",
+                    Outcome::Compiled => "compiled",
+                    Outcome::Rebuilt => "rebuilt (bad cache entry)",
+                };
+                (component, outcome)
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("component '{id}': linking imports"))?;
+        let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()) {
+            Ok(p3) => ProxyPre::P3(p3),
+            Err(_) => {
+                ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+                    format!("component '{id}' exports neither wasi:http/handler@0.3 nor wasi:http/incoming-handler@0.2")
+                })?)
+            }
+        };
+        tracing::info!(component = %id, how = outcome, ms = started.elapsed().as_millis() as u64, "component ready");
+        Ok(pre)
+    }
+}
+
+/// The imports every component may use: WASI (p2 and p3), `wasi:http`, and `wasi:nn` unless
+/// the host runs without it.
+pub(super) fn linker(wasm_engine: &Engine, wasi_nn: bool) -> Result<Linker<InstanceState>> {
+    let mut linker = Linker::new(wasm_engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    if wasi_nn {
+        crate::nn::add_to_linker(&mut linker, InstanceState::nn)?;
+    }
+    Ok(linker)
+}
