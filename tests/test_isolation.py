@@ -3,6 +3,8 @@ request, under concurrent load next to the well-behaved cifar10 function."""
 
 from __future__ import annotations
 
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,14 +26,25 @@ FAILURES = {
     "bad-model": (200, "load failed (invalid-encoding): invalid model"),
     "truncated-model": (200, "load failed (invalid-encoding): invalid model"),
     "other-model": (200, "no model named 'not-mine' is mounted for this component"),
+    # A model whose weights are "in" the host's spin.toml: refused before any engine sees it.
+    "external-data": (200, "load failed (security): model refused: tensor 'x' refers to external data"),
+    "big-model": (200, "load failed (too-large): a model of 4833 bytes exceeds this component's max_model_bytes of 1024"),
+    # 400 products of 1024x1024 matrices, stopped inside the engine at the 2 s deadline.
+    "slow-compute": (504, "component 'slow-compute' did not answer within its 2000 ms deadline"),
 }
 
 
-@pytest.fixture(scope="module")
-def fixtures():
-    server = Spindle(ROOT / "tests" / "fixtures" / "spin.toml")
+@pytest.fixture(scope="module", params=["auto", "tract"])
+def fixtures(request):
+    """The fixtures served on the default engine (ONNX Runtime where installed) and on tract."""
+    server = Spindle(ROOT / "tests" / "fixtures" / "spin.toml", "--engine", request.param)
     yield server
     server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize("mode", FAILURES)
@@ -41,6 +54,26 @@ def test_each_failure_gets_its_own_clear_answer(fixtures, mode):
     assert r.status_code == status, r.text
     assert text in r.text, r.text
     assert fixtures.proc.poll() is None, "the host died"
+
+
+def test_no_host_file_reaches_a_guest_through_model_bytes(fixtures):
+    r = requests.get(f"{fixtures.url}/hostile/external-data", timeout=30)
+    assert "spin_manifest_version" not in r.text and "read a host file" not in r.text, r.text
+
+
+def test_a_slow_compute_is_stopped_at_the_deadline_and_frees_the_engine(fixtures, heldout):
+    started = time.monotonic()
+    r = requests.get(f"{fixtures.url}/hostile/slow-compute", timeout=60)
+    took = time.monotonic() - started
+    assert r.status_code == 504, r.text
+    assert took < 2.5, f"504 after {took:.2f} s for a 2 s deadline"
+    # The engine stopped with the request: the host is idle, and a small compute answers at once.
+    before = cpu_seconds(fixtures.proc.pid)
+    time.sleep(1.0)
+    assert cpu_seconds(fixtures.proc.pid) - before < 0.3, "the engine kept computing after the deadline"
+    started = time.monotonic()
+    r = requests.post(f"{fixtures.url}/models/cifar10/classify", data=png(heldout[0][0]), timeout=30)
+    assert r.status_code == 200 and time.monotonic() - started < 1.0
 
 
 def test_guest_panics_are_logged(fixtures):

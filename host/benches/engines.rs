@@ -6,7 +6,7 @@
 //!
 //!     cargo bench -p spindle --bench engines
 
-use spindle::nn::backend::{self, ElementType, Tensor};
+use spindle::nn::backend::{self, ElementType, RunControl, Tensor};
 use spindle::nn::policy::{DeviceChoice, EngineChoice, InferenceEngines};
 use std::time::Instant;
 
@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     println!("| engine | between calls | backend::compute per call, median | p99 | calls |");
     println!("|---|---|---|---|---|");
     let mut other = vec![0u8; 8 << 20];
+    let control = RunControl::default();
     for choice in [EngineChoice::Tract, EngineChoice::Onnxruntime] {
         let placement = match engines.place(choice, DeviceChoice::Cpu) {
             Ok(p) => p,
@@ -65,7 +66,7 @@ fn main() -> anyhow::Result<()> {
                     Between::Idle => std::thread::sleep(std::time::Duration::from_micros(400)),
                 }
                 let started = Instant::now();
-                backend::compute(graph.as_ref(), vec![("input".into(), input.clone())])?;
+                backend::compute(graph.as_ref(), vec![("input".into(), input.clone())], &control)?;
                 if i >= 200 {
                     micros.push(started.elapsed().as_secs_f64() * 1e6);
                 }

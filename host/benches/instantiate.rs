@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
             let mut micros = Vec::with_capacity(ROUNDS);
             for _ in 0..ROUNDS {
                 let started = Instant::now();
-                let mut store = app.new_store(&component)?;
+                let mut store = app.new_store(&component, Instant::now() + std::time::Duration::from_secs(60))?;
                 let proxy = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from)?;
                 micros.push(started.elapsed().as_secs_f64() * 1e6);
                 drop((proxy, store));

@@ -22,7 +22,8 @@ fn classify(model: &Model, body: &[u8]) -> Result<String, String> {
     let rgb = if rgb.dimensions() == (32, 32) { rgb } else { image::imageops::resize(&rgb, 32, 32, FilterType::Triangle) };
     let data = rgb.as_raw().iter().flat_map(|&v| (f32::from(v) / 255.0).to_le_bytes()).collect();
     let input = Tensor { dims: vec![1, 32, 32, 3], ty: ElementType::F32, data };
-    let outputs = backend::compute(model.graph.as_ref(), vec![("input".into(), input)]).map_err(|e| e.to_string())?;
+    let outputs = backend::compute(model.graph.as_ref(), vec![("input".into(), input)], &backend::RunControl::default())
+        .map_err(|e| e.to_string())?;
     let probs: Vec<f32> = outputs[0].1.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));

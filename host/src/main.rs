@@ -39,6 +39,9 @@ enum Command {
         /// Largest request body accepted, in bytes (larger gets 413).
         #[arg(long, default_value_t = 32 << 20)]
         max_body_bytes: usize,
+        /// Largest model a function may hand wasi:nn as bytes (`load`), in bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_model_bytes: usize,
         /// Requests each component runs at once.
         #[arg(long, default_value_t = 32)]
         max_concurrent: usize,
@@ -151,6 +154,7 @@ fn main() -> Result<()> {
             memory_limit_mib,
             timeout_ms,
             max_body_bytes,
+            max_model_bytes,
             max_concurrent,
             max_queued,
             body_timeout_s,
@@ -175,6 +179,7 @@ fn main() -> Result<()> {
                 body_timeout: std::time::Duration::from_secs(body_timeout_s),
                 max_concurrent,
                 max_queued,
+                nn: spindle::nn::NnLimits { max_model_bytes },
             };
             let cache = if no_cache {
                 ComponentCache::disabled()
@@ -203,7 +208,13 @@ fn main() -> Result<()> {
                 }
                 println!("Components:");
                 for c in server.app().components() {
-                    println!("  {:<16} {} on {}: {}", c.id.as_str(), c.placement.backend.name(), c.placement.device, c.placement.reason);
+                    println!(
+                        "  {:<16} {} on {}: {}",
+                        c.id.as_str(),
+                        c.placement().backend.name(),
+                        c.placement().device,
+                        c.placement().reason
+                    );
                 }
                 println!("Serving http://{addr}");
                 for (route, component) in server.routes() {

@@ -53,8 +53,8 @@ fn index(app: &App) -> Vec<serde_json::Value> {
                 "name": name,
                 "state": "READY",
                 "component": component.map(|c| c.id.to_string()),
-                "engine": component.map(|c| c.placement.backend.name()),
-                "device": component.map(|c| c.placement.device.as_str()),
+                "engine": component.map(|c| c.placement().backend.name()),
+                "device": component.map(|c| c.placement().device.as_str()),
             })
         })
         .collect()

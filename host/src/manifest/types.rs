@@ -203,6 +203,9 @@ pub struct SpindleSettings {
     /// Requests that may wait for a slot before new ones get 503.
     #[serde(default)]
     pub max_queued_requests: Option<usize>,
+    /// Largest model the component may hand `wasi:nn` as bytes (`load`), in bytes.
+    #[serde(default)]
+    pub max_model_bytes: Option<u64>,
     /// Inference engine: `auto`, `tract` or `onnxruntime`.
     #[serde(default)]
     pub engine: Option<EngineChoice>,

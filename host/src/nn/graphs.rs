@@ -3,6 +3,7 @@
 //! `load-by-name` or `load(bytes)`.
 
 use super::backend::{self, Backend, BackendError, Device, Graph};
+use super::onnx::{ModelBytesError, check_model_bytes};
 use super::pool::{InferencePool, RunHistory};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -61,7 +62,8 @@ impl GraphCache {
     }
 
     /// Returns the compiled graph for these bytes, compiling them (off the async workers) on a miss.
-    /// Concurrent callers with the same bytes wait for one compilation.
+    /// Concurrent callers with the same bytes wait for one compilation. Bytes that refer to
+    /// external data are refused before any engine sees them ([`check_model_bytes`]).
     pub async fn get_or_compile(&self, model: Arc<[u8]>, backend: &Arc<dyn Backend>) -> Result<Arc<SharedGraph>, BackendError> {
         let digest = {
             let model = model.clone();
@@ -72,7 +74,16 @@ impl GraphCache {
         slot.get_or_try_init(|| async {
             let engine = backend.clone();
             let started = std::time::Instant::now();
-            let graph = self.pool.run(move || backend::load(engine.as_ref(), &model)).await?;
+            let graph = self
+                .pool
+                .run(move || {
+                    check_model_bytes(&model).map_err(|e| match e {
+                        ModelBytesError::ExternalData { .. } => BackendError::Refused(e.to_string()),
+                        ModelBytesError::Malformed(_) => BackendError::InvalidModel(e.to_string()),
+                    })?;
+                    backend::load(engine.as_ref(), &model)
+                })
+                .await?;
             self.compiles.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 engine = backend.name(),
@@ -113,12 +124,12 @@ mod tests {
 
     #[tokio::test]
     async fn compute_checks_inputs_against_the_model() {
-        use crate::nn::backend::{ElementType, Tensor, compute};
+        use crate::nn::backend::{ElementType, RunControl, Tensor, compute};
         let cache = GraphCache::new(Arc::new(InferencePool::with_size(1)));
         let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu(1));
         let graph = cache.get_or_compile(cifar10_bytes(), &tract).await.unwrap();
         let input = |dims: Vec<u32>, len: usize| Tensor { dims, ty: ElementType::F32, data: vec![0; len] };
-        let out = compute(graph.graph(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))]).unwrap();
+        let out = compute(graph.graph(), vec![("input".into(), input(vec![2, 32, 32, 3], 2 * 3072 * 4))], &RunControl::default()).unwrap();
         assert_eq!(out[0].0, "probabilities");
         assert_eq!(out[0].1.dims, vec![2, 10]);
         let probs: Vec<f32> = out[0].1.data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -132,7 +143,7 @@ mod tests {
             (vec![("input".to_string(), input(vec![1, 32, 32, 3], 7))], "need 12288 bytes, got 7"),
             (vec![], "missing input 'input'"),
         ] {
-            let err = compute(graph.graph(), inputs).unwrap_err().to_string();
+            let err = compute(graph.graph(), inputs, &RunControl::default()).unwrap_err().to_string();
             assert!(err.contains(message), "{err}");
         }
     }

@@ -34,6 +34,8 @@ fn code_of(e: &BackendError) -> ErrorCode {
         BackendError::TooLarge(_) => ErrorCode::TooLarge,
         BackendError::Unsupported(_) => ErrorCode::UnsupportedOperation,
         BackendError::Runtime(_) => ErrorCode::RuntimeError,
+        BackendError::Refused(_) => ErrorCode::Security,
+        BackendError::Stopped(_) => ErrorCode::Timeout,
     }
 }
 
@@ -90,13 +92,21 @@ impl NnView<'_> {
         let [model]: [Vec<u8>; 1] = builders
             .try_into()
             .map_err(|b: Vec<Vec<u8>>| NnError::new(ErrorCode::InvalidArgument, format!("an ONNX graph is one buffer, got {}", b.len())))?;
-        let graph = self.ctx.cache.get_or_compile(model.into(), &self.ctx.placement.backend).await?;
+        let component = self.ctx.component.clone();
+        let limit = component.limits.max_model_bytes;
+        if model.len() > limit {
+            return Err(NnError::new(
+                ErrorCode::TooLarge,
+                format!("a model of {} bytes exceeds this component's max_model_bytes of {limit}", model.len()),
+            ));
+        }
+        let graph = component.cache.get_or_compile(model.into(), &component.placement.backend).await?;
         Ok(self.table.push(GraphResource(graph))?)
     }
 
     async fn load_named(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
-        let models = self.ctx.models.clone();
-        let graph = models.load(&name, &self.ctx.cache, &self.ctx.placement.backend).await?;
+        let component = self.ctx.component.clone();
+        let graph = component.models.load(&name, &component.cache, &component.placement.backend).await?;
         Ok(self.table.push(GraphResource(graph))?)
     }
 
@@ -108,7 +118,7 @@ impl NnView<'_> {
         let graph = self.table.get(&context)?.0.clone();
         let inputs = inputs.into_iter().map(|(name, t)| Ok((name, self.table.delete(t)?))).collect::<NnResult<Vec<_>>>()?;
         let queued = std::time::Instant::now();
-        let (outputs, engine_time) = self.ctx.cache.pool().compute(graph, inputs).await?;
+        let (outputs, engine_time) = self.ctx.component.cache.pool().compute(graph, inputs, self.ctx.deadline).await?;
         tracing::debug!(engine_us = engine_time.as_micros() as u64, total_us = queued.elapsed().as_micros() as u64, "compute");
         outputs.into_iter().map(|(name, t)| Ok((name, self.table.push(t)?))).collect()
     }
@@ -135,7 +145,7 @@ impl NnView<'_> {
     /// The guest's execution target is a request: the host's placement decides, and refuses a
     /// device it has not given this component.
     fn check_target(&self, target: ExecutionTarget) -> NnResult<()> {
-        let placement = &self.ctx.placement;
+        let placement = &self.ctx.component.placement;
         match target {
             ExecutionTarget::Cpu => Ok(()),
             ExecutionTarget::Gpu if placement.device == Device::Gpu => Ok(()),

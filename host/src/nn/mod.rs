@@ -16,25 +16,53 @@ mod bindings;
 pub mod graphs;
 mod host;
 pub mod models;
+pub mod onnx;
 pub mod policy;
 pub mod pool;
 
 use graphs::GraphCache;
 use models::ComponentModels;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
 /// Per-instance `wasi:nn` state: what this component may load, and the host's shared cache.
 pub struct NnCtx {
-    models: Arc<ComponentModels>,
-    cache: Arc<GraphCache>,
-    placement: policy::Placement,
+    component: Arc<ComponentNn>,
+    /// When the request ends: computes still running then are stopped.
+    deadline: Instant,
 }
 
 impl NnCtx {
-    /// The state for one instance of a component with these models and this placement.
-    pub fn new(models: Arc<ComponentModels>, cache: Arc<GraphCache>, placement: policy::Placement) -> Self {
-        Self { models, cache, placement }
+    /// The state for one instance of `component`, serving a request that ends at `deadline`.
+    pub fn new(component: Arc<ComponentNn>, deadline: Instant) -> Self {
+        Self { component, deadline }
+    }
+}
+
+/// One component's `wasi:nn`, built once per app: the models it may load by name, where its
+/// graphs run, what it may make the host spend, and the host's shared graph cache.
+pub struct ComponentNn {
+    /// The models it may `load-by-name`.
+    pub models: ComponentModels,
+    /// The inference engine and device its models run on.
+    pub placement: policy::Placement,
+    /// Its limits.
+    pub limits: NnLimits,
+    /// The host's graph cache.
+    pub cache: Arc<GraphCache>,
+}
+
+/// What one component may make the host spend through `wasi:nn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NnLimits {
+    /// Largest model the component may hand over as bytes (`load`); larger is `too-large`.
+    pub max_model_bytes: usize,
+}
+
+impl Default for NnLimits {
+    fn default() -> Self {
+        Self { max_model_bytes: 64 << 20 }
     }
 }
 

@@ -2,7 +2,7 @@
 //! at a time, so a burst of requests queues here instead of oversubscribing the machine. A graph
 //! whose runs are typically short stays on the async worker that asks ([`RunHistory`]).
 
-use super::backend::{self, BackendError, NamedTensor};
+use super::backend::{self, BackendError, NamedTensor, RunControl};
 use super::graphs::SharedGraph;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +48,7 @@ impl RunHistory {
 
 /// The engine-work pool: one slot per job the machine's cores can run at once.
 pub struct InferencePool {
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl InferencePool {
@@ -59,38 +59,69 @@ impl InferencePool {
 
     /// `size` jobs at once (at least one).
     pub fn with_size(size: usize) -> Self {
-        Self { permits: tokio::sync::Semaphore::new(size.max(1)) }
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))) }
     }
 
     /// Runs `graph` once a slot is free: on the calling worker when its runs are typically
-    /// short, else off the async workers. Returns the outputs and the engine time.
-    pub async fn compute(&self, graph: Arc<SharedGraph>, inputs: Vec<NamedTensor>) -> Result<(Vec<NamedTensor>, Duration), BackendError> {
+    /// short, else handing the worker's other tasks to another thread. The run stops at
+    /// `deadline` (tract between nodes; ONNX Runtime through its terminate flag, set by a timer
+    /// on another worker), so its slot is free again by then. Returns the outputs and the
+    /// engine time.
+    pub async fn compute(
+        &self,
+        graph: Arc<SharedGraph>,
+        inputs: Vec<NamedTensor>,
+        deadline: Instant,
+    ) -> Result<(Vec<NamedTensor>, Duration), BackendError> {
         let input_bytes = inputs.iter().map(|(_, t)| t.data.len() as u64).sum();
         let inline = graph.history().runs_inline(input_bytes);
-        let work = move || {
-            let started = Instant::now();
-            let outputs = backend::compute(graph.graph(), inputs);
-            let took = started.elapsed();
-            graph.history().observe(took, input_bytes);
-            outputs.map(|o| (o, took))
+        let control = Arc::new(RunControl::until(deadline));
+        let work = {
+            let control = control.clone();
+            move || {
+                let started = Instant::now();
+                let outputs = backend::compute(graph.graph(), inputs, &control);
+                let took = started.elapsed();
+                graph.history().observe(took, input_bytes);
+                outputs.map(|o| (o, took))
+            }
         };
+        let _slot = self.permits.acquire().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
         if inline {
-            let _slot = self.permits.acquire().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
             return work();
         }
-        self.run(work).await
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            control.stop();
+        });
+        let result = on_this_thread_or_blocking(work).await;
+        timer.abort();
+        result
     }
 
-    /// Runs CPU-bound engine work on a blocking thread once a slot is free.
+    /// Runs CPU-bound engine work that cannot be stopped (compiling a model) on a blocking
+    /// thread once a slot is free. The slot stays taken until the work ends; the caller may stop
+    /// waiting for it (its request's deadline) and the result is then dropped.
     pub async fn run<R: Send + 'static>(&self, work: impl FnOnce() -> Result<R, BackendError> + Send + 'static) -> Result<R, BackendError> {
-        let _slot = self.permits.acquire().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
-        // On the multi-threaded runtime the calling worker becomes the inference thread and
-        // hands its queued tasks to another worker: no thread hop, and I/O keeps flowing.
-        if tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread) {
-            return tokio::task::block_in_place(work);
-        }
-        tokio::task::spawn_blocking(work).await.map_err(|e| BackendError::Runtime(format!("inference task failed: {e}")))?
+        let slot = self.permits.clone().acquire_owned().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .map_err(|e| BackendError::Runtime(format!("inference task failed: {e}")))?
     }
+}
+
+/// On the multi-threaded runtime the calling worker becomes the inference thread and hands its
+/// queued tasks to another worker: no thread hop, and I/O keeps flowing.
+async fn on_this_thread_or_blocking<R: Send + 'static>(
+    work: impl FnOnce() -> Result<R, BackendError> + Send + 'static,
+) -> Result<R, BackendError> {
+    if tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread) {
+        return tokio::task::block_in_place(work);
+    }
+    tokio::task::spawn_blocking(work).await.map_err(|e| BackendError::Runtime(format!("inference task failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -5,21 +5,22 @@
 use super::component::{self, CompiledComponents, Compiler, LoadedComponent};
 use super::epoch;
 use super::instance::InstanceState;
-use super::limits::Limits;
+use super::limits::{InstanceLimiter, Limits};
 use super::mounts::Mounts;
 use super::options::HostOptions;
 use super::outbound::OutboundPolicy;
 use crate::manifest::{ComponentId, Manifest, Router};
-use crate::nn::NnCtx;
 use crate::nn::graphs::GraphCache;
 use crate::nn::models::ComponentModels;
 use crate::nn::policy::{DeviceChoice, InferenceEngines};
 use crate::nn::pool::InferencePool;
+use crate::nn::{ComponentNn, NnCtx};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::handler::ProxyPre;
@@ -65,15 +66,16 @@ impl App {
                 .place(settings.engine.unwrap_or(options.engine), settings.device.unwrap_or(options.device))
                 .map_err(|e| anyhow::anyhow!("component '{id}': {e}"))?;
             tracing::info!(component = %id, engine = placement.backend.name(), device = %placement.device, "models placed: {}", placement.reason);
+            let limits = limits.with(&settings);
+            let nn = ComponentNn { models, placement, limits: limits.nn, cache: graphs.clone() };
             let loaded = LoadedComponent::new(
                 id.clone(),
                 source,
                 mounts,
-                models,
+                nn,
                 component.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 OutboundPolicy::new(&component.allowed_outbound_hosts),
-                limits.with(&settings),
-                placement,
+                limits,
             );
             components.insert(id.clone(), Arc::new(loaded));
         }
@@ -112,12 +114,9 @@ impl App {
     pub async fn preload(&self) -> Result<()> {
         for component in self.components.values() {
             self.instance_pre(component).await?;
-            for name in component.models.names() {
-                component
-                    .models
-                    .load(name, &self.graphs, &component.placement.backend)
-                    .await
-                    .with_context(|| format!("component '{}'", component.id))?;
+            let nn = &component.nn;
+            for name in nn.models.names() {
+                nn.models.load(name, &nn.cache, &nn.placement.backend).await.with_context(|| format!("component '{}'", component.id))?;
             }
         }
         Ok(())
@@ -128,8 +127,9 @@ impl App {
         self.compiler.instance_pre(component).await
     }
 
-    /// A fresh store for one request to `component`: only its mounts, environment and models.
-    pub fn new_store(&self, component: &LoadedComponent) -> Result<Store<InstanceState>> {
+    /// A fresh store for one request to `component`, which must answer by `deadline`: only its
+    /// mounts, environment and models.
+    pub fn new_store(&self, component: &LoadedComponent, deadline: Instant) -> Result<Store<InstanceState>> {
         let mut wasi = WasiCtxBuilder::new();
         // Mounted files are small local reads: do them on this thread, not via a blocking-pool hop.
         wasi.allow_blocking_current_thread(true);
@@ -140,8 +140,8 @@ impl App {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             outbound: component.outbound.clone(),
-            nn: NnCtx::new(component.models.clone(), self.graphs.clone(), component.placement.clone()),
-            limits: StoreLimitsBuilder::new().memory_size(component.limits.memory_bytes).build(),
+            nn: NnCtx::new(component.nn.clone(), deadline),
+            limits: InstanceLimiter::new(&component.limits),
         };
         let mut store = Store::new(&self.compiler.wasm_engine, state);
         store.limiter(|s| &mut s.limits);

@@ -7,7 +7,7 @@ use super::limits::{Admission, Limits};
 use super::mounts::Mounts;
 use super::outbound::OutboundPolicy;
 use crate::manifest::ComponentId;
-use crate::nn::models::ComponentModels;
+use crate::nn::ComponentNn;
 use crate::nn::policy::Placement;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -27,33 +27,33 @@ pub struct LoadedComponent {
     pub source: PathBuf,
     /// Its files.
     pub(super) mounts: Mounts,
-    /// The models it may `load-by-name`.
-    pub models: Arc<ComponentModels>,
+    /// Its `wasi:nn`: named models, placement, limits.
+    pub nn: Arc<ComponentNn>,
     pub(super) environment: Vec<(String, String)>,
     pub(super) outbound: OutboundPolicy,
     /// Its limits, the host's with its own settings applied.
     pub limits: Limits,
     pub(super) admission: Admission,
-    /// The inference engine and device its models run on.
-    pub placement: Placement,
     pre: OnceCell<ProxyPre<InstanceState>>,
 }
 
 impl LoadedComponent {
-    #[expect(clippy::too_many_arguments, reason = "each grant is its own manifest field")]
     pub(super) fn new(
         id: ComponentId,
         source: PathBuf,
         mounts: Mounts,
-        models: ComponentModels,
+        nn: ComponentNn,
         environment: Vec<(String, String)>,
         outbound: OutboundPolicy,
         limits: Limits,
-        placement: Placement,
     ) -> Self {
         let admission = Admission::new(&limits);
-        let models = Arc::new(models);
-        Self { id, source, mounts, models, environment, outbound, limits, admission, placement, pre: OnceCell::new() }
+        Self { id, source, mounts, nn: Arc::new(nn), environment, outbound, limits, admission, pre: OnceCell::new() }
+    }
+
+    /// The inference engine and device its models run on.
+    pub fn placement(&self) -> &Placement {
+        &self.nn.placement
     }
 }
 

@@ -1,9 +1,9 @@
 //! Per-request instance state: one [`InstanceState`] per `Store`, reached through small views,
 //! one per capability (WASI, `wasi:http`, `wasi:nn`).
 
+use super::limits::InstanceLimiter;
 use super::outbound::OutboundPolicy;
 use crate::nn::{NnCtx, NnView};
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -15,7 +15,7 @@ pub struct InstanceState {
     pub(super) http: WasiHttpCtx,
     pub(super) outbound: OutboundPolicy,
     pub(super) nn: NnCtx,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: InstanceLimiter,
 }
 
 impl InstanceState {

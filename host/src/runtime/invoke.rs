@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::AsContextMut;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::Prepared;
@@ -47,38 +47,47 @@ pub enum InvokeError {
 
 impl App {
     /// Runs `request` through `component`: waits for an admission slot, then instantiates it in a
-    /// fresh store and runs its handler under the component's deadline.
+    /// fresh store and runs its handler. The component's deadline counts from now, queue time
+    /// included; `wasi:nn` computes still running at the deadline are stopped.
     pub async fn invoke(&self, component: &LoadedComponent, request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, InvokeError> {
         let name = || component.id.to_string();
-        let Ok(_slot) = component.admission.enter().await else {
-            return Err(InvokeError::QueueFull {
-                component: name(),
-                max_concurrent: component.limits.max_concurrent,
-                max_queued: component.limits.max_queued,
-            });
-        };
-        let deadline = component.limits.timeout;
-        match tokio::time::timeout(deadline, self.run_guest(component, request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
+        let timeout = component.limits.timeout;
+        let deadline = Instant::now() + timeout;
+        let admitted_and_run = async {
+            let Ok(_slot) = component.admission.enter().await else {
+                return Err(InvokeError::QueueFull {
+                    component: name(),
+                    max_concurrent: component.limits.max_concurrent,
+                    max_queued: component.limits.max_queued,
+                });
+            };
+            self.run_guest(component, request, deadline).await.map_err(|e| {
                 tracing::error!(component = %component.id, "guest failed: {e:?}");
                 let cause = match e.chain().find_map(|c| c.downcast_ref::<wasmtime::Trap>()) {
                     Some(trap) => format!("trapped: {trap}"),
                     None => format!("failed: {}", e.root_cause()),
                 };
-                Err(InvokeError::Guest { component: name(), cause })
-            }
+                InvokeError::Guest { component: name(), cause }
+            })
+        };
+        match tokio::time::timeout_at(deadline.into(), admitted_and_run).await {
+            Ok(answer) => answer,
             Err(_) => {
-                tracing::warn!(component = %component.id, "request exceeded its {deadline:?} deadline");
-                Err(InvokeError::Deadline { component: name(), deadline })
+                tracing::warn!(component = %component.id, "request exceeded its {timeout:?} deadline");
+                Err(InvokeError::Deadline { component: name(), deadline: timeout })
             }
         }
     }
 
     /// Instantiates the component in a fresh store, runs its handler and collects the response.
-    async fn run_guest(&self, component: &LoadedComponent, request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>> {
+    async fn run_guest(
+        &self,
+        component: &LoadedComponent,
+        request: Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<Response<Full<Bytes>>> {
         let pre = self.instance_pre(component).await?;
-        let mut store = self.new_store(component)?;
+        let mut store = self.new_store(component, deadline)?;
         let proxy = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating")?;
         let request = request.map(|body| body.map_err(|never| match never {}).boxed_unsync());
         let (tx, rx) = futures::channel::oneshot::channel();

@@ -1,8 +1,10 @@
 //! What each request may use, and how many requests a component takes in: [`Limits`] (host-wide
-//! defaults with a component's `tool.spindle` overrides) and [`Admission`] (bounded concurrency
-//! with a bounded queue; beyond it, 503).
+//! defaults with a component's `tool.spindle` overrides), [`InstanceLimiter`] (what one instance
+//! may allocate inside wasmtime) and [`Admission`] (bounded concurrency with a bounded queue;
+//! beyond it, 503).
 
 use crate::manifest::SpindleSettings;
+use crate::nn::NnLimits;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -22,6 +24,8 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Requests that may wait for a slot; beyond that, 503 with `Retry-After`.
     pub max_queued: usize,
+    /// What the component may make the host spend through `wasi:nn`.
+    pub nn: NnLimits,
 }
 
 impl Default for Limits {
@@ -33,6 +37,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             max_concurrent: 32,
             max_queued: 128,
+            nn: NnLimits::default(),
         }
     }
 }
@@ -45,6 +50,9 @@ impl Limits {
             timeout: settings.timeout_ms.map_or(self.timeout, Duration::from_millis),
             max_concurrent: settings.max_concurrent_requests.unwrap_or(self.max_concurrent).max(1),
             max_queued: settings.max_queued_requests.unwrap_or(self.max_queued),
+            nn: NnLimits {
+                max_model_bytes: settings.max_model_bytes.map_or(self.nn.max_model_bytes, |b| usize::try_from(b).unwrap_or(usize::MAX)),
+            },
             ..self.clone()
         }
     }
@@ -67,7 +75,8 @@ impl Admission {
         Self { running: Semaphore::new(limits.max_concurrent), waiting: AtomicUsize::new(0), max_queued: limits.max_queued }
     }
 
-    /// Waits for a slot, or refuses at once when the queue is full.
+    /// Waits for a slot, or refuses at once when the queue is full. A caller that stops
+    /// waiting (its future dropped: a deadline, a reset stream) gives its place in the queue back.
     pub async fn enter(&self) -> Result<SemaphorePermit<'_>, QueueFull> {
         if let Ok(permit) = self.running.try_acquire() {
             return Ok(permit);
@@ -76,8 +85,114 @@ impl Admission {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(QueueFull);
         }
-        let permit = self.running.acquire().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        permit.map_err(|_| QueueFull)
+        let _place = QueuePlace(&self.waiting);
+        self.running.acquire().await.map_err(|_| QueueFull)
+    }
+
+    /// Requests waiting now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+}
+
+/// A place in the queue, given back however the wait ends.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What one instance may allocate inside wasmtime: its linear memories together (not each) up to
+/// the component's memory limit, and a bounded number of tables, table elements, instances and
+/// memories. A refused `memory.grow` fails as the guest asked (it usually traps).
+pub struct InstanceLimiter {
+    memory_limit: usize,
+    memory_total: usize,
+    table_elements_total: usize,
+}
+
+/// Table elements one instance may have, across its tables.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Core instances, tables and memories one store may create.
+const MAX_INSTANCES: usize = 256;
+const MAX_TABLES: usize = 256;
+const MAX_MEMORIES: usize = 32;
+
+impl InstanceLimiter {
+    /// The limiter for one instance of a component with these limits.
+    pub fn new(limits: &Limits) -> Self {
+        Self { memory_limit: limits.memory_bytes, memory_total: 0, table_elements_total: 0 }
+    }
+}
+
+impl wasmtime::ResourceLimiter for InstanceLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_total.saturating_sub(current).saturating_add(desired);
+        if total > self.memory_limit {
+            return Ok(false);
+        }
+        self.memory_total = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.table_elements_total.saturating_sub(current).saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements_total = total;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_frees_its_place() {
+        let admission = Admission::new(&Limits { max_concurrent: 1, max_queued: 1, ..Limits::default() });
+        let running = admission.enter().await.expect("the free slot");
+        let wait = std::time::Duration::from_millis(20);
+        // Queued, then dropped by the timeout: its place must come back.
+        assert!(tokio::time::timeout(wait, admission.enter()).await.is_err(), "queued, not refused");
+        assert_eq!(admission.waiting(), 0);
+        // So the next one queues too, rather than being refused as if the queue were still full.
+        assert!(tokio::time::timeout(wait, admission.enter()).await.is_err(), "queued again");
+        // And with the one place taken, a second waiter is refused.
+        let queued = admission.enter();
+        let mut queued = std::pin::pin!(queued);
+        assert!(futures::poll!(queued.as_mut()).is_pending());
+        assert_eq!(admission.waiting(), 1);
+        assert!(matches!(admission.enter().await, Err(QueueFull)));
+        drop(running);
+        assert!(queued.await.is_ok());
+        assert_eq!(admission.waiting(), 0);
+    }
+
+    #[test]
+    fn memories_count_together_against_the_limit() {
+        let mut limiter = InstanceLimiter::new(&Limits { memory_bytes: 100, ..Limits::default() });
+        assert!(limiter.memory_growing(0, 60, None).unwrap(), "first memory");
+        assert!(!limiter.memory_growing(0, 60, None).unwrap(), "a second memory may not double the grant");
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        assert!(!limiter.memory_growing(40, 41, None).unwrap());
+        assert!(limiter.memory_growing(60, 60, None).unwrap(), "no growth");
+        assert!(!limiter.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap());
     }
 }

@@ -106,6 +106,12 @@ pub enum BackendError {
     /// The engine failed while running (`runtime-error`).
     #[error("inference failed: {0}")]
     Runtime(String),
+    /// The model asks for something no guest may have, such as a host file (`security`).
+    #[error("model refused: {0}")]
+    Refused(String),
+    /// The run was stopped: its request's deadline passed (`timeout`).
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// Where an engine computes.
@@ -152,12 +158,63 @@ pub trait Graph: Send + Sync + 'static {
     /// Its outputs, in the order [`Graph::run`] returns them.
     fn outputs(&self) -> &[TensorSpec];
     /// Runs the model. Inputs were validated against [`Graph::inputs`] and come in its order.
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+    /// The engine stops early, with [`BackendError::Stopped`], once `control` says so, as soon
+    /// as it can (between nodes).
+    fn run(&self, inputs: Vec<Tensor>, control: &RunControl) -> Result<Vec<Tensor>, BackendError>;
+}
+
+/// Stops a run from another thread: the request's deadline passed, or the request is gone.
+///
+/// Engines poll [`RunControl::is_stopped`] between nodes, or register a hook
+/// ([`RunControl::on_stop`]) that interrupts them; a single node still runs to its end.
+#[derive(Default)]
+pub struct RunControl {
+    stopped: std::sync::atomic::AtomicBool,
+    deadline: Option<std::time::Instant>,
+    hooks: std::sync::Mutex<Vec<Box<dyn Fn() + Send>>>,
+}
+
+impl RunControl {
+    /// A run that stops at `deadline`, or earlier when [`RunControl::stop`] is called.
+    pub fn until(deadline: std::time::Instant) -> Self {
+        Self { deadline: Some(deadline), ..Self::default() }
+    }
+
+    /// Stops the run, calling every hook once.
+    pub fn stop(&self) {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            hook();
+        }
+    }
+
+    /// Whether the run should stop now.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Acquire) || self.deadline.is_some_and(|d| std::time::Instant::now() >= d)
+    }
+
+    /// Calls `hook` when the run is stopped (at once if it already is).
+    pub fn on_stop(&self, hook: impl Fn() + Send + 'static) {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(Box::new(hook));
+        }
+    }
+
+    /// The error a stopped run returns.
+    pub fn stopped_error(&self) -> BackendError {
+        BackendError::Stopped("the run was stopped: its request's deadline passed".into())
+    }
 }
 
 /// Validates named inputs against the graph, orders them as the graph declares, runs it and
 /// names the outputs. Engine panics become [`BackendError::Runtime`].
-pub fn compute(graph: &dyn Graph, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, BackendError> {
+pub fn compute(graph: &dyn Graph, inputs: Vec<NamedTensor>, control: &RunControl) -> Result<Vec<NamedTensor>, BackendError> {
     let specs = graph.inputs();
     let expected = || specs.iter().map(|s| format!("'{}' {}", s.name, s.describe())).collect::<Vec<_>>().join(", ");
     let mut ordered: Vec<Option<Tensor>> = vec![None; specs.len()];
@@ -177,7 +234,7 @@ pub fn compute(graph: &dyn Graph, inputs: Vec<NamedTensor>) -> Result<Vec<NamedT
         .zip(specs)
         .map(|(t, s)| t.ok_or_else(|| BackendError::InvalidInput(format!("missing input '{}'; the model takes {}", s.name, expected()))))
         .collect::<Result<Vec<_>, _>>()?;
-    let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(ordered)))
+    let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(ordered, control)))
         .map_err(|panic| BackendError::Runtime(format!("engine panicked: {}", panic_message(&panic))))??;
     Ok(graph.outputs().iter().map(|s| s.name.clone()).zip(outputs).collect())
 }
@@ -219,7 +276,7 @@ mod tests {
         fn outputs(&self) -> &[TensorSpec] {
             &[]
         }
-        fn run(&self, _: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        fn run(&self, _: Vec<Tensor>, _: &RunControl) -> Result<Vec<Tensor>, BackendError> {
             panic!("engine bug while computing")
         }
     }
@@ -228,7 +285,7 @@ mod tests {
     fn engine_panics_become_errors() {
         let err = load(&Panicking, b"model").err().expect("refused");
         assert!(matches!(&err, BackendError::InvalidModel(m) if m.contains("engine panicked: engine bug while parsing")), "{err}");
-        let err = compute(&Panicking, vec![]).unwrap_err();
+        let err = compute(&Panicking, vec![], &RunControl::default()).unwrap_err();
         assert!(matches!(&err, BackendError::Runtime(m) if m.contains("engine bug while computing")), "{err}");
     }
 }

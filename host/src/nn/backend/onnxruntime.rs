@@ -6,9 +6,9 @@
 //! session registers the CUDA execution provider with `error_on_failure`, so a provider that
 //! cannot start is an error Spindle reports, never a silent fall back to the CPU.
 
-use super::{Backend, BackendError, Device, Dim, ElementType, Graph, Tensor, TensorSpec};
+use super::{Backend, BackendError, Device, Dim, ElementType, Graph, RunControl, Tensor, TensorSpec};
 use ort::ep::CUDA;
-use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
+use ort::session::{RunOptions, Session, SessionInputValue, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, TensorElementType, ValueType};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -240,7 +240,7 @@ impl Graph for OrtGraph {
         &self.outputs
     }
 
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    fn run(&self, inputs: Vec<Tensor>, control: &RunControl) -> Result<Vec<Tensor>, BackendError> {
         // Inputs were checked against every fixed dimension, so when a model with symbolic ones
         // fails, the sizes the client chose for those are what the model cannot take.
         let shapes: Vec<Vec<u32>> = inputs.iter().map(|t| t.dims.clone()).collect();
@@ -262,8 +262,17 @@ impl Graph for OrtGraph {
             Some(session) => session,
             None => self.backend.session(&self.model)?,
         };
+        // ONNX Runtime checks its terminate flag between nodes; the hook sets it from the thread
+        // that stops the run.
+        let options = Arc::new(RunOptions::new().map_err(|e| BackendError::Runtime(e.to_string()))?);
+        let terminate = options.clone();
+        control.on_stop(move || {
+            let _ = terminate.terminate();
+        });
         let result = (|| {
-            let outputs = session.run(values).map_err(run_failed)?;
+            let outputs = session
+                .run_with_options(values, &*options)
+                .map_err(|e| if control.is_stopped() { control.stopped_error() } else { run_failed(e) })?;
             self.outputs
                 .iter()
                 .map(|spec| {

@@ -3,7 +3,7 @@
 //! and loads the CUDA libraries with `cudarc` at run time, so [`TractBackend::cuda`] says why it
 //! cannot run on a machine without them.
 
-use super::{Backend, BackendError, Device, Dim, ElementType, Graph, Tensor, TensorSpec};
+use super::{Backend, BackendError, Device, Dim, ElementType, Graph, RunControl, Tensor, TensorSpec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
@@ -60,10 +60,9 @@ type PlansByShape = HashMap<Vec<Vec<u32>>, Arc<dyn Runnable>>;
 const MAX_PLANS_PER_GRAPH: usize = 16;
 
 impl Plans {
-    fn run(&self, values: TVec<TValue>) -> Result<TVec<TValue>, BackendError> {
-        let runtime_error = |e: TractError| BackendError::Runtime(format!("{e:#}"));
+    fn run(&self, values: TVec<TValue>, control: &RunControl) -> Result<TVec<TValue>, BackendError> {
         let (model, runtime, compiled) = match self {
-            Plans::Any(plan) => return plan.run(values).map_err(runtime_error),
+            Plans::Any(plan) => return run_plan(plan.as_ref(), values, control),
             Plans::PerShape { model, runtime, compiled } => (model, *runtime, compiled),
         };
         let shapes: Vec<Vec<u32>> = values.iter().map(|v| v.shape().iter().map(|&d| d as u32).collect()).collect();
@@ -83,8 +82,25 @@ impl Plans {
                 plan
             }
         };
-        plan.run(values).map_err(runtime_error)
+        run_plan(plan.as_ref(), values, control)
     }
+}
+
+/// Runs a plan node by node, stopping between nodes once `control` says so. Runtimes without a
+/// CPU plan to step through (CUDA) run to the end.
+fn run_plan(plan: &dyn Runnable, values: TVec<TValue>, control: &RunControl) -> Result<TVec<TValue>, BackendError> {
+    let result = match plan.typed_plan() {
+        Some(plan) => plan.spawn().and_then(|mut state| {
+            state.run_plan_with_eval(values, |session, op_state, node, inputs| {
+                if control.is_stopped() {
+                    return Err(TractError::msg(format!("stopped before {node}")));
+                }
+                tract_onnx::tract_core::plan::eval(session, op_state, node, inputs)
+            })
+        }),
+        None => plan.run(values),
+    };
+    result.map_err(|e| if control.is_stopped() { control.stopped_error() } else { BackendError::Runtime(format!("{e:#}")) })
 }
 
 impl Backend for TractBackend {
@@ -226,7 +242,7 @@ impl Graph for TractGraph {
         &self.outputs
     }
 
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    fn run(&self, inputs: Vec<Tensor>, control: &RunControl) -> Result<Vec<Tensor>, BackendError> {
         let runtime = |e: TractError| BackendError::Runtime(format!("{e:#}"));
         let values = inputs
             .into_iter()
@@ -238,7 +254,7 @@ impl Graph for TractGraph {
                 Ok(tensor.map_err(runtime)?.into_tvalue())
             })
             .collect::<Result<TVec<TValue>, BackendError>>()?;
-        let outputs = self.plans.run(values)?;
+        let outputs = self.plans.run(values, control)?;
         outputs
             .into_iter()
             .map(|value| {
