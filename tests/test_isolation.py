@@ -76,6 +76,26 @@ def test_a_slow_compute_is_stopped_at_the_deadline_and_frees_the_engine(fixtures
     assert r.status_code == 200 and time.monotonic() - started < 1.0
 
 
+def rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_graphs_from_guest_bytes_stay_within_the_component_budget(fixtures):
+    # Each request loads 100 distinct 1 MiB models; the component may keep 16 MiB of them.
+    r = requests.get(f"{fixtures.url}/hostile/many-models", timeout=60)
+    assert r.status_code == 200 and r.text == "loaded 100 models", r.text
+    before = rss_mib(fixtures.proc.pid)
+    for _ in range(5):
+        r = requests.get(f"{fixtures.url}/hostile/many-models", timeout=60)
+        assert r.status_code == 200 and r.text == "loaded 100 models", r.text
+    grown = rss_mib(fixtures.proc.pid) - before
+    # 500 MiB of distinct models; kept without a budget, the host grew by over 1 GiB.
+    assert grown < 150, f"the host grew by {grown:.0f} MiB over 500 distinct 1 MiB guest loads"
+
+
 def test_guest_panics_are_logged(fixtures):
     requests.get(f"{fixtures.url}/hostile/panic", timeout=30)
     assert "hostile guest panics on purpose" in fixtures.stderr

@@ -42,6 +42,10 @@ enum Command {
         /// Largest model a function may hand wasi:nn as bytes (`load`), in bytes.
         #[arg(long, default_value_t = 64 << 20)]
         max_model_bytes: usize,
+        /// Bytes of models the graphs a function compiles from bytes it hands over may add up to;
+        /// past it, its least recently used ones are dropped.
+        #[arg(long, default_value_t = 256 << 20)]
+        max_guest_graph_bytes: usize,
         /// Requests each component runs at once.
         #[arg(long, default_value_t = 32)]
         max_concurrent: usize,
@@ -155,6 +159,7 @@ fn main() -> Result<()> {
             timeout_ms,
             max_body_bytes,
             max_model_bytes,
+            max_guest_graph_bytes,
             max_concurrent,
             max_queued,
             body_timeout_s,
@@ -179,7 +184,7 @@ fn main() -> Result<()> {
                 body_timeout: std::time::Duration::from_secs(body_timeout_s),
                 max_concurrent,
                 max_queued,
-                nn: spindle::nn::NnLimits { max_model_bytes },
+                nn: spindle::nn::NnLimits { max_model_bytes, max_guest_graph_bytes },
             };
             let cache = if no_cache {
                 ComponentCache::disabled()

@@ -206,6 +206,9 @@ pub struct SpindleSettings {
     /// Largest model the component may hand `wasi:nn` as bytes (`load`), in bytes.
     #[serde(default)]
     pub max_model_bytes: Option<u64>,
+    /// Bytes of models the graphs it compiles from bytes it hands over may add up to.
+    #[serde(default)]
+    pub max_guest_graph_bytes: Option<u64>,
     /// Inference engine: `auto`, `tract` or `onnxruntime`.
     #[serde(default)]
     pub engine: Option<EngineChoice>,

@@ -6,7 +6,7 @@ use super::backend::{self, Backend, BackendError, Device, Graph};
 use super::onnx::{ModelBytesError, check_model_bytes};
 use super::pool::{InferencePool, RunHistory};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
@@ -61,16 +61,35 @@ impl GraphCache {
         self.compiles.load(Ordering::Relaxed)
     }
 
-    /// Returns the compiled graph for these bytes, compiling them (off the async workers) on a miss.
-    /// Concurrent callers with the same bytes wait for one compilation. Bytes that refer to
-    /// external data are refused before any engine sees them ([`check_model_bytes`]).
+    /// Returns the compiled graph for these bytes, compiling them (off the async workers) on a miss,
+    /// and keeps it for the life of the host: for named (mounted) models. Concurrent callers with
+    /// the same bytes wait for one compilation. Bytes that refer to external data are refused
+    /// before any engine sees them ([`check_model_bytes`]).
     pub async fn get_or_compile(&self, model: Arc<[u8]>, backend: &Arc<dyn Backend>) -> Result<Arc<SharedGraph>, BackendError> {
-        let digest = {
-            let model = model.clone();
-            self.pool.run(move || Ok(<[u8; 32]>::from(Sha256::digest(&model)))).await?
-        };
-        let slot =
-            self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry((digest, backend.name(), backend.device())).or_default().clone();
+        let key = self.key(&model, backend).await?;
+        let slot = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+        self.compile_into(&slot, key, model, backend).await
+    }
+
+    /// What `model` compiled by `backend` is cached under.
+    async fn key(&self, model: &Arc<[u8]>, backend: &Arc<dyn Backend>) -> Result<GraphKey, BackendError> {
+        let bytes = model.clone();
+        let digest = self.pool.run(move || Ok(<[u8; 32]>::from(Sha256::digest(&bytes)))).await?;
+        Ok((digest, backend.name(), backend.device()))
+    }
+
+    /// The graph kept for the life of the host under `key`, if one is compiled.
+    fn kept(&self, key: &GraphKey) -> Option<Arc<SharedGraph>> {
+        self.graphs.lock().unwrap_or_else(|e| e.into_inner()).get(key)?.get().cloned()
+    }
+
+    async fn compile_into(
+        &self,
+        slot: &Slot,
+        key: GraphKey,
+        model: Arc<[u8]>,
+        backend: &Arc<dyn Backend>,
+    ) -> Result<Arc<SharedGraph>, BackendError> {
         slot.get_or_try_init(|| async {
             let engine = backend.clone();
             let started = std::time::Instant::now();
@@ -88,7 +107,7 @@ impl GraphCache {
             tracing::info!(
                 engine = backend.name(),
                 device = %backend.device(),
-                sha256 = %hex(&digest[..6]),
+                sha256 = %hex(&key.0[..6]),
                 ms = started.elapsed().as_millis() as u64,
                 "compiled model graph"
             );
@@ -96,6 +115,77 @@ impl GraphCache {
         })
         .await
         .cloned()
+    }
+}
+
+/// The graphs one component compiled from bytes it handed over (`load`), within a byte budget:
+/// past it, its least recently used ones are dropped (and compiled again if loaded again). Another
+/// component's graphs, and named models, are never touched, so no tenant can evict another's.
+/// A graph counts as its model's byte length; an engine's compiled form takes about 1–2× that.
+pub struct GuestGraphs {
+    budget: usize,
+    /// Least recently used first.
+    kept: Mutex<VecDeque<GuestGraph>>,
+}
+
+struct GuestGraph {
+    key: GraphKey,
+    slot: Slot,
+    bytes: usize,
+}
+
+impl GuestGraphs {
+    /// Room for `budget` bytes of models.
+    pub fn new(budget: usize) -> Self {
+        Self { budget, kept: Mutex::default() }
+    }
+
+    /// The graph for these bytes: a named model's if the host has one compiled, else this
+    /// component's own, compiled on a miss and kept within the budget.
+    pub async fn get_or_compile(
+        &self,
+        cache: &GraphCache,
+        model: Arc<[u8]>,
+        backend: &Arc<dyn Backend>,
+    ) -> Result<Arc<SharedGraph>, BackendError> {
+        if model.len() > self.budget {
+            return Err(BackendError::TooLarge(format!(
+                "a model of {} bytes exceeds this component's budget of {} bytes for graphs it loads",
+                model.len(),
+                self.budget
+            )));
+        }
+        let key = cache.key(&model, backend).await?;
+        if let Some(graph) = cache.kept(&key) {
+            return Ok(graph);
+        }
+        let slot = self.keep(key, model.len());
+        cache.compile_into(&slot, key, model, backend).await
+    }
+
+    /// Marks `key` most recently used, adding it if new and dropping the least recently used
+    /// others past the budget.
+    fn keep(&self, key: GraphKey, bytes: usize) -> Slot {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = kept.iter().position(|g| g.key == key) {
+            let graph = kept.remove(found).expect("found above");
+            let slot = graph.slot.clone();
+            kept.push_back(graph);
+            return slot;
+        }
+        let slot = Slot::default();
+        kept.push_back(GuestGraph { key, slot: slot.clone(), bytes });
+        let mut total: usize = kept.iter().map(|g| g.bytes).sum();
+        while total > self.budget {
+            let dropped = kept.pop_front().expect("the budget is exceeded, so something is kept");
+            total -= dropped.bytes;
+        }
+        slot
+    }
+
+    /// Bytes of models kept now.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|g| g.bytes).sum()
     }
 }
 
@@ -146,5 +236,36 @@ mod tests {
             let err = compute(graph.graph(), inputs, &RunControl::default()).unwrap_err().to_string();
             assert!(err.contains(message), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn guest_graphs_stay_within_their_budget_and_named_ones_are_shared() {
+        let cache = GraphCache::new(Arc::new(InferencePool::with_size(1)));
+        let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu(1));
+        let model = cifar10_bytes();
+        // Room for two copies of the CNN: a third distinct model drops the least recently used.
+        let guest = GuestGraphs::new(model.len() * 2 + 10);
+        let variant = |n: u8| -> Arc<[u8]> {
+            // A different doc_string (ModelProto field 6) makes different bytes of the same graph.
+            let mut bytes = model.to_vec();
+            bytes.extend([6 << 3 | 2, 1, n]);
+            bytes.into()
+        };
+        for n in 0..3 {
+            guest.get_or_compile(&cache, variant(n), &tract).await.unwrap();
+        }
+        assert_eq!(cache.compiles(), 3);
+        assert_eq!(guest.kept_bytes(), 2 * (model.len() + 3));
+        guest.get_or_compile(&cache, variant(0), &tract).await.unwrap();
+        assert_eq!(cache.compiles(), 4, "variant 0 was dropped, so compiled again");
+        guest.get_or_compile(&cache, variant(0), &tract).await.unwrap();
+        assert_eq!(cache.compiles(), 4, "and kept since");
+        // Bytes a named model already has compiled are that graph, at no cost to the budget.
+        let named = cache.get_or_compile(model.clone(), &tract).await.unwrap();
+        let loaded = guest.get_or_compile(&cache, model.clone(), &tract).await.unwrap();
+        assert!(Arc::ptr_eq(&named, &loaded));
+        assert_eq!(guest.kept_bytes(), 2 * (model.len() + 3));
+        let too_big = GuestGraphs::new(10).get_or_compile(&cache, model, &tract).await;
+        assert!(matches!(too_big, Err(BackendError::TooLarge(_))));
     }
 }

@@ -100,7 +100,7 @@ impl NnView<'_> {
                 format!("a model of {} bytes exceeds this component's max_model_bytes of {limit}", model.len()),
             ));
         }
-        let graph = component.cache.get_or_compile(model.into(), &component.placement.backend).await?;
+        let graph = component.guest_graphs.get_or_compile(&component.cache, model.into(), &component.placement.backend).await?;
         Ok(self.table.push(GraphResource(graph))?)
     }
 

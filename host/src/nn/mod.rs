@@ -51,6 +51,15 @@ pub struct ComponentNn {
     pub limits: NnLimits,
     /// The host's graph cache.
     pub cache: Arc<GraphCache>,
+    /// The graphs it compiled from bytes it handed over, within its budget.
+    pub guest_graphs: graphs::GuestGraphs,
+}
+
+impl ComponentNn {
+    /// A component's `wasi:nn` with these models, placement and limits.
+    pub fn new(models: ComponentModels, placement: policy::Placement, limits: NnLimits, cache: Arc<GraphCache>) -> Self {
+        Self { models, placement, limits, cache, guest_graphs: graphs::GuestGraphs::new(limits.max_guest_graph_bytes) }
+    }
 }
 
 /// What one component may make the host spend through `wasi:nn`.
@@ -58,11 +67,14 @@ pub struct ComponentNn {
 pub struct NnLimits {
     /// Largest model the component may hand over as bytes (`load`); larger is `too-large`.
     pub max_model_bytes: usize,
+    /// Bytes of models the graphs it compiled from bytes may add up to; past it, its least
+    /// recently used ones are dropped.
+    pub max_guest_graph_bytes: usize,
 }
 
 impl Default for NnLimits {
     fn default() -> Self {
-        Self { max_model_bytes: 64 << 20 }
+        Self { max_model_bytes: 64 << 20, max_guest_graph_bytes: 256 << 20 }
     }
 }
 

@@ -67,7 +67,7 @@ impl App {
                 .map_err(|e| anyhow::anyhow!("component '{id}': {e}"))?;
             tracing::info!(component = %id, engine = placement.backend.name(), device = %placement.device, "models placed: {}", placement.reason);
             let limits = limits.with(&settings);
-            let nn = ComponentNn { models, placement, limits: limits.nn, cache: graphs.clone() };
+            let nn = ComponentNn::new(models, placement, limits.nn, graphs.clone());
             let loaded = LoadedComponent::new(
                 id.clone(),
                 source,

@@ -51,11 +51,16 @@ impl Limits {
             max_concurrent: settings.max_concurrent_requests.unwrap_or(self.max_concurrent).max(1),
             max_queued: settings.max_queued_requests.unwrap_or(self.max_queued),
             nn: NnLimits {
-                max_model_bytes: settings.max_model_bytes.map_or(self.nn.max_model_bytes, |b| usize::try_from(b).unwrap_or(usize::MAX)),
+                max_model_bytes: settings.max_model_bytes.map_or(self.nn.max_model_bytes, saturating_usize),
+                max_guest_graph_bytes: settings.max_guest_graph_bytes.map_or(self.nn.max_guest_graph_bytes, saturating_usize),
             },
             ..self.clone()
         }
     }
+}
+
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Bounded concurrency with a bounded queue.
