@@ -184,7 +184,7 @@ fn main() -> Result<()> {
                 body_timeout: std::time::Duration::from_secs(body_timeout_s),
                 max_concurrent,
                 max_queued,
-                nn: spindle::nn::NnLimits { max_model_bytes, max_guest_graph_bytes },
+                nn: spindle::nn::NnLimits { max_model_bytes, max_guest_graph_bytes, max_tensor_bytes: (memory_limit_mib as usize) << 20 },
             };
             let cache = if no_cache {
                 ComponentCache::disabled()

@@ -209,6 +209,9 @@ pub struct SpindleSettings {
     /// Bytes of models the graphs it compiles from bytes it hands over may add up to.
     #[serde(default)]
     pub max_guest_graph_bytes: Option<u64>,
+    /// Host memory one instance may hold in `wasi:nn` tensors, in MiB (default: `memory_limit_mib`).
+    #[serde(default)]
+    pub nn_memory_limit_mib: Option<u64>,
     /// Inference engine: `auto`, `tract` or `onnxruntime`.
     #[serde(default)]
     pub engine: Option<EngineChoice>,

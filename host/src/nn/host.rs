@@ -116,10 +116,20 @@ impl NnView<'_> {
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> NnResult<Vec<(String, Resource<Tensor>)>> {
         let graph = self.table.get(&context)?.0.clone();
-        let inputs = inputs.into_iter().map(|(name, t)| Ok((name, self.table.delete(t)?))).collect::<NnResult<Vec<_>>>()?;
+        // Inputs are consumed: their bytes leave the instance's budget.
+        let inputs = inputs
+            .into_iter()
+            .map(|(name, t)| {
+                let tensor = self.table.delete(t)?;
+                self.ctx.tensors.give_back(tensor.data.len());
+                Ok((name, tensor))
+            })
+            .collect::<NnResult<Vec<_>>>()?;
         let queued = std::time::Instant::now();
         let (outputs, engine_time) = self.ctx.component.cache.pool().compute(graph, inputs, self.ctx.deadline).await?;
         tracing::debug!(engine_us = engine_time.as_micros() as u64, total_us = queued.elapsed().as_micros() as u64, "compute");
+        let output_bytes = outputs.iter().map(|(_, t)| t.data.len()).sum();
+        self.ctx.tensors.take(output_bytes).map_err(|e| NnError::new(ErrorCode::TooLarge, format!("the outputs: {e}")))?;
         outputs.into_iter().map(|(name, t)| Ok((name, self.table.push(t)?))).collect()
     }
 }
@@ -196,7 +206,9 @@ impl tensor::Host for NnView<'_> {}
 
 impl tensor::HostTensor for NnView<'_> {
     fn new(&mut self, dims: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
-        // Shape and length are checked at compute, where the error can name the input.
+        // Shape and length are checked at compute, where the error can name the input. This
+        // function cannot return a wasi:nn error, so a tensor over the budget traps the instance.
+        self.ctx.tensors.take(data.len()).map_err(|e| wasmtime::format_err!("tensor::new: {e}"))?;
         Ok(self.table.push(Tensor { dims, ty: element_type(ty), data })?)
     }
 
@@ -213,7 +225,8 @@ impl tensor::HostTensor for NnView<'_> {
     }
 
     fn drop(&mut self, t: Resource<Tensor>) -> wasmtime::Result<()> {
-        self.table.delete(t)?;
+        let tensor = self.table.delete(t)?;
+        self.ctx.tensors.give_back(tensor.data.len());
         Ok(())
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod backend;
 mod bindings;
+pub mod budget;
 pub mod graphs;
 mod host;
 pub mod models;
@@ -31,12 +32,15 @@ pub struct NnCtx {
     component: Arc<ComponentNn>,
     /// When the request ends: computes still running then are stopped.
     deadline: Instant,
+    /// Bytes of tensors this instance holds in the host.
+    tensors: budget::TensorBudget,
 }
 
 impl NnCtx {
     /// The state for one instance of `component`, serving a request that ends at `deadline`.
     pub fn new(component: Arc<ComponentNn>, deadline: Instant) -> Self {
-        Self { component, deadline }
+        let tensors = budget::TensorBudget::new(component.limits.max_tensor_bytes);
+        Self { component, deadline, tensors }
     }
 }
 
@@ -70,11 +74,14 @@ pub struct NnLimits {
     /// Bytes of models the graphs it compiled from bytes may add up to; past it, its least
     /// recently used ones are dropped.
     pub max_guest_graph_bytes: usize,
+    /// Bytes of tensors (given as inputs, or returned as outputs) one instance may hold in the
+    /// host at once.
+    pub max_tensor_bytes: usize,
 }
 
 impl Default for NnLimits {
     fn default() -> Self {
-        Self { max_model_bytes: 64 << 20, max_guest_graph_bytes: 256 << 20 }
+        Self { max_model_bytes: 64 << 20, max_guest_graph_bytes: 256 << 20, max_tensor_bytes: 256 << 20 }
     }
 }
 

@@ -45,14 +45,17 @@ impl Default for Limits {
 impl Limits {
     /// These limits with a component's own settings applied.
     pub fn with(&self, settings: &SpindleSettings) -> Self {
+        let memory_bytes = settings.memory_limit_mib.map_or(self.memory_bytes, |m| (m as usize) << 20);
         Self {
-            memory_bytes: settings.memory_limit_mib.map_or(self.memory_bytes, |m| (m as usize) << 20),
+            memory_bytes,
             timeout: settings.timeout_ms.map_or(self.timeout, Duration::from_millis),
             max_concurrent: settings.max_concurrent_requests.unwrap_or(self.max_concurrent).max(1),
             max_queued: settings.max_queued_requests.unwrap_or(self.max_queued),
             nn: NnLimits {
                 max_model_bytes: settings.max_model_bytes.map_or(self.nn.max_model_bytes, saturating_usize),
                 max_guest_graph_bytes: settings.max_guest_graph_bytes.map_or(self.nn.max_guest_graph_bytes, saturating_usize),
+                // By default as much as the instance's own memory.
+                max_tensor_bytes: settings.nn_memory_limit_mib.map_or(memory_bytes, |m| saturating_usize(m).saturating_mul(1 << 20)),
             },
             ..self.clone()
         }
