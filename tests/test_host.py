@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import numpy as np
+import pytest
 import requests
 
 from conftest import CIFAR10_WASM, MODEL, ROOT, SPINDLE, Spindle, png
@@ -145,6 +147,24 @@ def test_components_load_lazily_unless_preloaded(heldout):
         assert wait_for(lambda: "component ready" in eager.stderr and "compiled model graph" in eager.stderr, 1)
     finally:
         eager.stop()
+
+
+def test_open_connections_are_capped_and_the_next_is_served_when_one_closes():
+    import socket
+
+    server = Spindle(ROOT / "spin.toml", "--max-connections", "2")
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+        time.sleep(0.2)
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.get(f"{server.url}/v2/health/live", timeout=1)
+        idle.pop().close()
+        assert requests.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
+        for s in idle:
+            s.close()
+    finally:
+        server.stop()
 
 
 def test_a_client_that_never_finishes_its_body_gets_408():

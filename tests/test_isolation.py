@@ -34,6 +34,7 @@ FAILURES = {
     "tensor-hoard": (500, "component 'tensor-hoard' failed: tensor::new: 20971520 more bytes of wasi:nn tensors "
                           "would make this instance hold 41943040 bytes, over its budget of 33554432"),
     "huge-output": (200, "compute failed (too-large): the outputs: 67108864 more bytes of wasi:nn tensors"),
+    "big-response": (500, "component 'big-response' failed: its response body exceeds the 1048576-byte limit"),
     # 400 products of 1024x1024 matrices, stopped inside the engine at the 2 s deadline.
     "slow-compute": (504, "component 'slow-compute' did not answer within its 2000 ms deadline"),
 }
@@ -79,6 +80,15 @@ def test_a_slow_compute_is_stopped_at_the_deadline_and_frees_the_engine(fixtures
     started = time.monotonic()
     r = requests.post(f"{fixtures.url}/models/cifar10/classify", data=png(heldout[0][0]), timeout=30)
     assert r.status_code == 200 and time.monotonic() - started < 1.0
+
+
+def test_body_limits_are_per_component_and_hold_without_a_declared_length(fixtures):
+    # Chunked, so only reading it finds the size: 413 from the component's own 1 KiB limit.
+    chunks = (b"x" * 512 for _ in range(4))
+    r = requests.post(f"{fixtures.url}/hostile/big-response", data=chunks, timeout=30)
+    assert r.status_code == 413 and "exceeds the 1024-byte limit" in r.json()["error"], r.text
+    r = requests.post(f"{fixtures.url}/hostile/big-response", data=b"x" * 2048, timeout=30)
+    assert r.status_code == 413, r.text
 
 
 def rss_mib(pid: int) -> float:

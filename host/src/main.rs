@@ -46,6 +46,12 @@ enum Command {
         /// past it, its least recently used ones are dropped.
         #[arg(long, default_value_t = 256 << 20)]
         max_guest_graph_bytes: usize,
+        /// Connections open at once; more wait in the listen backlog until one closes.
+        #[arg(long, default_value_t = spindle::http::server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// Largest response body a function may write, in bytes (larger is a 500).
+        #[arg(long, default_value_t = 64 << 20)]
+        max_response_bytes: usize,
         /// Requests each component runs at once.
         #[arg(long, default_value_t = 32)]
         max_concurrent: usize,
@@ -160,6 +166,8 @@ fn main() -> Result<()> {
             max_body_bytes,
             max_model_bytes,
             max_guest_graph_bytes,
+            max_connections,
+            max_response_bytes,
             max_concurrent,
             max_queued,
             body_timeout_s,
@@ -182,6 +190,7 @@ fn main() -> Result<()> {
                 timeout: std::time::Duration::from_millis(timeout_ms),
                 max_body_bytes,
                 body_timeout: std::time::Duration::from_secs(body_timeout_s),
+                max_response_bytes,
                 max_concurrent,
                 max_queued,
                 nn: spindle::nn::NnLimits { max_model_bytes, max_guest_graph_bytes, max_tensor_bytes: (memory_limit_mib as usize) << 20 },
@@ -205,7 +214,7 @@ fn main() -> Result<()> {
                 if preload {
                     app.preload().await?;
                 }
-                let server = Server::bind(app, listen).await?;
+                let server = Server::bind(app, listen).await?.max_connections(max_connections);
                 let addr = server.local_addr()?;
                 println!("Engines:");
                 for (engine, device, status) in server.app().inference_engines().table() {

@@ -1,5 +1,6 @@
-//! One HTTP request: the host's own endpoints, then the route, the body (size and time limits),
-//! Spin's request headers, and the component's answer, or the status for why there is none.
+//! One HTTP request: the host's own endpoints, then the route, a declared body size over the
+//! limit refused at once, Spin's request headers, and the component's answer (its body read once
+//! the request is admitted), or the status for why there is none.
 //!
 //! Failures the client caused are 4xx; failures of the guest (trap, deadline, memory limit)
 //! are 5xx for that request alone, logged with the component id. All errors are JSON
@@ -11,7 +12,6 @@ use crate::manifest::RouteMatch;
 use crate::runtime::{App, InvokeError};
 use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 
@@ -31,28 +31,17 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: SocketAddr) -> Ho
     let (mut parts, body) = req.into_parts();
     let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the {limit}-byte limit"));
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, InvokeError::BodyTooLarge { limit });
     }
-    let body_timeout = component.limits.body_timeout;
-    let body = match tokio::time::timeout(body_timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => {
-            return json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("the request body did not arrive within {} ms", body_timeout.as_millis()),
-            );
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the {limit}-byte limit"));
-        }
-        Ok(Err(e)) => return json_error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
-    };
     add_spin_headers(&mut parts, &matched, client);
-    match app.invoke(&component, Request::from_parts(parts, Full::new(body))).await {
+    match app.invoke(&component, Request::from_parts(parts, body)).await {
         Ok(response) => response,
         Err(e) => {
             let status = match e {
                 InvokeError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                InvokeError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+                InvokeError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
                 InvokeError::Guest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 InvokeError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             };

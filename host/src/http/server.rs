@@ -1,5 +1,5 @@
-//! The listener and its connections: accept, one hyper HTTP/1.1 connection task each, every
-//! request handed to [`super::request::handle`].
+//! The listener and its connections: accept (at most `--max-connections` open at once), one hyper
+//! HTTP/1.1 connection task each, every request handed to [`super::request::handle`].
 
 use super::request;
 use crate::runtime::App;
@@ -9,21 +9,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections open at once by default; more wait in the listen backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// A bound listener and the app behind it.
 pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
+    connections: Arc<Semaphore>,
 }
 
 impl Server {
     /// Binds `addr` (port 0 picks a free port; see [`Server::local_addr`]).
     pub async fn bind(app: App, addr: SocketAddr) -> Result<Self> {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        Ok(Self { app: Arc::new(app), listener })
+        Ok(Self { app: Arc::new(app), listener, connections: Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS)) })
+    }
+
+    /// Keeps at most `n` connections open; the next is accepted when one closes.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.connections = Arc::new(Semaphore::new(n.max(1)));
+        self
     }
 
     /// The app being served.
@@ -44,6 +55,7 @@ impl Server {
     /// Serves until the process ends.
     pub async fn serve(self) -> Result<()> {
         loop {
+            let open = self.connections.clone().acquire_owned().await.context("the connection limit closed")?;
             let (stream, client) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -56,6 +68,7 @@ impl Server {
             }
             let app = self.app.clone();
             tokio::spawn(async move {
+                let _open = open;
                 let service = hyper::service::service_fn(move |req| {
                     let app = app.clone();
                     async move { Ok::<_, std::convert::Infallible>(request::handle(&app, req, client).await) }

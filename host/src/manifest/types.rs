@@ -197,6 +197,15 @@ pub struct SpindleSettings {
     /// Wall-clock deadline per request, in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// How long a client may take to send its request body, in milliseconds.
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
+    /// Largest response body the component may write, in bytes.
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
     /// Requests this component runs at once.
     #[serde(default)]
     pub max_concurrent_requests: Option<usize>,

@@ -1,6 +1,7 @@
-//! One request through one component: admission, the deadline, a fresh instance, the guest's
-//! handler, and its response collected. Every way this can fail is an [`InvokeError`], which the
-//! HTTP layer turns into a status.
+//! One request through one component: admission, then its body (read only once admitted, so
+//! waiting clients hold no body memory), the deadline, a fresh instance, the guest's handler, and
+//! its response collected within its limit. Every way this can fail is an [`InvokeError`], which
+//! the HTTP layer turns into a status.
 
 use super::app::App;
 use super::component::LoadedComponent;
@@ -8,7 +9,7 @@ use super::instance::InstanceState;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::time::{Duration, Instant};
 use wasmtime::AsContextMut;
 use wasmtime_wasi_http::WasiHttpView;
@@ -35,6 +36,21 @@ pub enum InvokeError {
         /// `trapped: …` or `failed: …`.
         cause: String,
     },
+    /// The request body is larger than the component accepts.
+    #[error("request body exceeds the {limit}-byte limit")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The request body did not arrive in time.
+    #[error("the request body did not arrive within {} ms", after.as_millis())]
+    BodyTimeout {
+        /// How long it was given.
+        after: Duration,
+    },
+    /// The request body could not be read.
+    #[error("could not read the request body: {0}")]
+    BodyUnreadable(String),
     /// The request's deadline passed first.
     #[error("component '{component}' did not answer within its {} ms deadline", deadline.as_millis())]
     Deadline {
@@ -49,7 +65,11 @@ impl App {
     /// Runs `request` through `component`: waits for an admission slot, then instantiates it in a
     /// fresh store and runs its handler. The component's deadline counts from now, queue time
     /// included; `wasi:nn` computes still running at the deadline are stopped.
-    pub async fn invoke(&self, component: &LoadedComponent, request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, InvokeError> {
+    pub async fn invoke<B>(&self, component: &LoadedComponent, request: Request<B>) -> Result<Response<Full<Bytes>>, InvokeError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let name = || component.id.to_string();
         let timeout = component.limits.timeout;
         let deadline = Instant::now() + timeout;
@@ -61,6 +81,7 @@ impl App {
                     max_queued: component.limits.max_queued,
                 });
             };
+            let request = read_body(component, request).await?;
             self.run_guest(component, request, deadline).await.map_err(|e| {
                 tracing::error!(component = %component.id, "guest failed: {e:?}");
                 let cause = match e.chain().find_map(|c| c.downcast_ref::<wasmtime::Trap>()) {
@@ -97,7 +118,11 @@ impl App {
                 let (ran, response) = futures::join!(prepared.run(accessor, std::future::pending::<()>()), async {
                     let response = rx.await.context("the guest returned no response")??;
                     let (parts, body) = response.into_parts();
-                    let body = body.collect().await.map_err(|e| anyhow::anyhow!("reading the guest's response body: {e:?}"))?;
+                    let limit = component.limits.max_response_bytes;
+                    let body = Limited::new(body, limit).collect().await.map_err(|e| match e.downcast::<LengthLimitError>() {
+                        Ok(_) => anyhow::anyhow!("its response body exceeds the {limit}-byte limit"),
+                        Err(e) => anyhow::anyhow!("reading the guest's response body: {e:?}"),
+                    })?;
                     anyhow::Ok(Response::from_parts(parts, Full::new(body.to_bytes())))
                 });
                 ran?;
@@ -106,4 +131,21 @@ impl App {
             .await??;
         Ok(response)
     }
+}
+
+/// Reads the whole request body within the component's size and time limits.
+async fn read_body<B>(component: &LoadedComponent, request: Request<B>) -> Result<Request<Full<Bytes>>, InvokeError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (limit, after) = (component.limits.max_body_bytes, component.limits.body_timeout);
+    let (parts, body) = request.into_parts();
+    let body = match tokio::time::timeout(after, Limited::new(body, limit).collect()).await {
+        Err(_) => return Err(InvokeError::BodyTimeout { after }),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(InvokeError::BodyTooLarge { limit }),
+        Ok(Err(e)) => return Err(InvokeError::BodyUnreadable(e.to_string())),
+    };
+    Ok(Request::from_parts(parts, Full::new(body)))
 }

@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How long a client may take to send its body (408 after).
     pub body_timeout: Duration,
+    /// Largest response body a guest may write (500 above).
+    pub max_response_bytes: usize,
     /// Requests a component runs at once.
     pub max_concurrent: usize,
     /// Requests that may wait for a slot; beyond that, 503 with `Retry-After`.
@@ -35,6 +37,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             max_body_bytes: 32 << 20,
             body_timeout: Duration::from_secs(30),
+            max_response_bytes: 64 << 20,
             max_concurrent: 32,
             max_queued: 128,
             nn: NnLimits::default(),
@@ -51,13 +54,15 @@ impl Limits {
             timeout: settings.timeout_ms.map_or(self.timeout, Duration::from_millis),
             max_concurrent: settings.max_concurrent_requests.unwrap_or(self.max_concurrent).max(1),
             max_queued: settings.max_queued_requests.unwrap_or(self.max_queued),
+            max_body_bytes: settings.max_body_bytes.map_or(self.max_body_bytes, saturating_usize),
+            body_timeout: settings.body_timeout_ms.map_or(self.body_timeout, Duration::from_millis),
+            max_response_bytes: settings.max_response_bytes.map_or(self.max_response_bytes, saturating_usize),
             nn: NnLimits {
                 max_model_bytes: settings.max_model_bytes.map_or(self.nn.max_model_bytes, saturating_usize),
                 max_guest_graph_bytes: settings.max_guest_graph_bytes.map_or(self.nn.max_guest_graph_bytes, saturating_usize),
                 // By default as much as the instance's own memory.
                 max_tensor_bytes: settings.nn_memory_limit_mib.map_or(memory_bytes, |m| saturating_usize(m).saturating_mul(1 << 20)),
             },
-            ..self.clone()
         }
     }
 }
