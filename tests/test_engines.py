@@ -164,6 +164,7 @@ def test_a_component_can_choose_its_engine(tmp_path):
     for model, files in [("cifar10", '["models/cifar10/model.onnx"]'),
                          ("ppocr-det", '["models/ppocr-det/model.onnx", "models/ppocr-det/model.json"]')]:
         text = text.replace(f"files = {files}", f'files = [{{ source = "{ROOT}/models/{model}", destination = "/models/{model}" }}]')
+    text = text.replace("[application]\n", f'[application]\ntool.spindle.files_root = "{ROOT}"\n', 1)
     manifest.write_text(text + '\n[component.cifar10.tool.spindle]\nengine = "tract"\n')
     server = Spindle(manifest, "--device", "cpu")
     try:

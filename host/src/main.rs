@@ -198,7 +198,13 @@ fn main() -> Result<()> {
             let cache = if no_cache {
                 ComponentCache::disabled()
             } else {
-                ComponentCache::at(cache_dir.unwrap_or_else(ComponentCache::default_dir))
+                match cache_dir.or_else(ComponentCache::default_dir) {
+                    Some(dir) => ComponentCache::at(dir),
+                    None => {
+                        eprintln!("No component cache: neither XDG_CACHE_HOME nor HOME is set (give --cache-dir DIR)");
+                        ComponentCache::disabled()
+                    }
+                }
             };
             let options = HostOptions {
                 named_models: !no_named_models,

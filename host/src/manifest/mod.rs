@@ -33,6 +33,8 @@ pub struct Manifest {
     pub dir: PathBuf,
     /// The tables as written.
     pub app: AppManifest,
+    /// Spindle settings for the app, from `[application.tool.spindle]`.
+    pub settings: AppSettings,
     /// Spindle settings per component, from `tool.spindle` (defaults where absent).
     pub spindle: BTreeMap<ComponentId, SpindleSettings>,
     /// The routes of `[[trigger.http]]`, validated.
@@ -76,13 +78,18 @@ impl Manifest {
             _ => PathBuf::from("."),
         };
         let dir = dir.canonicalize().unwrap_or(dir);
-        let validate::Validated { spindle, router } = validate::validate(&app).map_err(invalid)?;
-        Ok(Self { path: path.to_owned(), dir, app, spindle, router })
+        let validate::Validated { settings, spindle, router } = validate::validate(&app, &dir).map_err(invalid)?;
+        Ok(Self { path: path.to_owned(), dir, app, settings, spindle, router })
     }
 
     /// Resolves a manifest-relative path.
     pub fn resolve(&self, relative: &str) -> PathBuf {
         self.dir.join(relative)
+    }
+
+    /// The folder directory mounts may name sources under: the manifest's own, or `files_root`.
+    pub fn files_root(&self) -> PathBuf {
+        self.resolve(self.settings.files_root.as_deref().unwrap_or("."))
     }
 
     /// The Spindle settings of a component (defaults if it has none, or is not in the manifest).

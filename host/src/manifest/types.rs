@@ -187,6 +187,16 @@ impl BuildCommand {
     }
 }
 
+/// Spindle-only settings for the whole app (`[application.tool.spindle]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    /// The folder, relative to the manifest, that directory mounts may name sources under
+    /// (default: the manifest's own folder). Naming a folder above it is an explicit grant.
+    #[serde(default)]
+    pub files_root: Option<String>,
+}
+
 /// Spindle-only settings for one component (`[component.NAME.tool.spindle]`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,9 +1,10 @@
 //! The checks that span fields, run once the tables have parsed; each failure is an [`Invalid`]
 //! whose text names the table and says what was expected.
 
-use super::{AppManifest, ComponentId, FileMount, RouteError, Router, SpindleSettings};
+use super::{AppManifest, AppSettings, ComponentId, FileMount, RouteError, Router, SpindleSettings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 /// What is wrong with a manifest.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,21 @@ pub enum Invalid {
         /// The destination as written.
         destination: String,
     },
+    /// A directory mount's source lies outside the folder mounts may come from.
+    #[error(
+        "component.{component}.files: source '{source_dir}' is outside the app folder{root}; name a folder above it as files_root under [application.tool.spindle] to allow it"
+    )]
+    SourceOutsideRoot {
+        /// The component.
+        component: ComponentId,
+        /// The source as written.
+        source_dir: String,
+        /// ` (files_root '…')` when one is set.
+        root: String,
+    },
+    /// `[application.tool.spindle]` does not parse.
+    #[error("application.tool.spindle: {0}")]
+    AppSettings(String),
     /// `[component.NAME.tool.spindle]` does not parse.
     #[error("component.{component}.tool.spindle: {message}")]
     SpindleSettings {
@@ -48,11 +64,13 @@ pub enum Invalid {
 
 /// What validation produces besides a yes.
 pub(super) struct Validated {
+    pub settings: AppSettings,
     pub spindle: BTreeMap<ComponentId, SpindleSettings>,
     pub router: Router,
 }
 
-pub(super) fn validate(app: &AppManifest) -> Result<Validated, Invalid> {
+/// Checks `app`, whose relative paths start from `dir`.
+pub(super) fn validate(app: &AppManifest, dir: &Path) -> Result<Validated, Invalid> {
     if app.spin_manifest_version != 2 {
         return Err(Invalid::Version(app.spin_manifest_version));
     }
@@ -65,13 +83,24 @@ pub(super) fn validate(app: &AppManifest) -> Result<Validated, Invalid> {
             });
         }
     }
+    let settings = match app.application.tool.get("spindle") {
+        None => AppSettings::default(),
+        Some(table) => AppSettings::deserialize(table.clone()).map_err(|e| Invalid::AppSettings(e.to_string()))?,
+    };
+    let root = lexical(&dir.join(settings.files_root.as_deref().unwrap_or(".")));
     let mut spindle = BTreeMap::new();
     for (id, component) in &app.component {
         for mount in &component.files {
-            if let FileMount::Directory(d) = mount
-                && !d.destination.starts_with('/')
-            {
+            let FileMount::Directory(d) = mount else { continue };
+            if !d.destination.starts_with('/') {
                 return Err(Invalid::RelativeDestination { component: id.clone(), destination: d.destination.clone() });
+            }
+            if !inside(&lexical(&dir.join(&d.source)), &root) {
+                return Err(Invalid::SourceOutsideRoot {
+                    component: id.clone(),
+                    source_dir: d.source.clone(),
+                    root: settings.files_root.as_ref().map(|r| format!(" (files_root '{r}')")).unwrap_or_default(),
+                });
             }
         }
         let settings = match component.tool.get("spindle") {
@@ -82,5 +111,46 @@ pub(super) fn validate(app: &AppManifest) -> Result<Validated, Invalid> {
         spindle.insert(id.clone(), settings);
     }
     let router = Router::build(app)?;
-    Ok(Validated { spindle, router })
+    Ok(Validated { settings, spindle, router })
+}
+
+/// Whether `path` lies in `root` (both lexical).
+fn inside(path: &Path, root: &Path) -> bool {
+    path.strip_prefix(root).is_ok_and(|rest| !matches!(rest.components().next(), Some(Component::ParentDir)))
+}
+
+/// A relative path with `.` dropped and `..` applied, leading `..`s kept: `a/../../b` → `../b`.
+pub(super) fn lexical(path: &Path) -> PathBuf {
+    let mut parts: Vec<Component<'_>> = Vec::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(parts.last(), Some(Component::Normal(_))) => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_must_stay_inside_the_root() {
+        let app = Path::new("/srv/app");
+        let inside_of = |path: &str, root: &str| inside(&lexical(&app.join(path)), &lexical(&app.join(root)));
+        assert!(inside_of("models/cifar10", "."));
+        assert!(inside_of("./models/../models", "."));
+        assert!(!inside_of("../models", "."));
+        assert!(!inside_of("models/../../x", "."));
+        assert!(inside_of("../../models/cifar10", "../.."));
+        assert!(!inside_of("../../../etc", "../.."));
+        assert!(!inside_of("..", "models"));
+        assert!(!inside_of("/etc", "."));
+        assert!(inside_of("/srv/app/models", "."));
+        assert!(inside_of("/opt/models/m", "/opt/models"));
+    }
 }

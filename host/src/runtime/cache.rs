@@ -4,9 +4,11 @@
 //! The key hashes the component's bytes and the engine's compatibility hash (its version and
 //! every setting that changes code), so another engine's entry is simply another key. Writes go
 //! to a temporary file renamed into place; a read checks the digest before wasmtime sees the
-//! bytes, so a truncated, corrupt or missing entry is discarded and rebuilt, never trusted.
+//! bytes, so a truncated, corrupt or missing entry is discarded and rebuilt. The digest proves
+//! nothing against someone who can write the folder, so the folder itself must be this user's
+//! alone ([`owned_by_us_alone`]).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -41,19 +43,26 @@ impl ComponentCache {
         Self { dir: None }
     }
 
-    /// `$XDG_CACHE_HOME/spindle` or `~/.cache/spindle`.
-    pub fn default_dir() -> PathBuf {
+    /// `$XDG_CACHE_HOME/spindle` or `~/.cache/spindle`; none when neither variable is set (never
+    /// a shared temporary folder).
+    pub fn default_dir() -> Option<PathBuf> {
         std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("spindle")
+            .map(|base| base.join("spindle"))
     }
 
-    /// The compiled component for `wasm`, from the cache when a valid entry exists.
+    /// The compiled component for `wasm`, from the cache when a valid entry exists. A cache folder
+    /// that another user could write is not used at all (see [`owned_by_us_alone`]).
     pub fn load(&self, wasm_engine: &Engine, wasm: &[u8]) -> Result<(Component, Outcome)> {
-        let Some(dir) = &self.dir else {
-            return Ok((Component::new(wasm_engine, wasm).map_err(anyhow::Error::from)?, Outcome::Compiled));
+        let trusted = self.dir.as_deref().map(|dir| owned_by_us_alone(dir).map(|()| dir));
+        let dir = match trusted {
+            Some(Ok(dir)) => dir,
+            Some(Err(e)) => {
+                tracing::warn!("not using the component cache: {e:#}");
+                return Ok((Component::new(wasm_engine, wasm).map_err(anyhow::Error::from)?, Outcome::Compiled));
+            }
+            None => return Ok((Component::new(wasm_engine, wasm).map_err(anyhow::Error::from)?, Outcome::Compiled)),
         };
         let key = key(wasm_engine, wasm);
         let entry = dir.join(format!("{key}.cwasm"));
@@ -79,6 +88,30 @@ impl ComponentCache {
         let component = unsafe { Component::deserialize(wasm_engine, &compiled) }.map_err(anyhow::Error::from)?;
         Ok((component, outcome))
     }
+}
+
+/// Compiled code from the cache is loaded with `unsafe` deserialisation, and a digest kept beside
+/// an entry only catches corruption, not someone who can write the folder. So the folder is
+/// created mode 0700, and used only while it is a real directory, owned by this process's user,
+/// that no group or other user may write.
+pub fn owned_by_us_alone(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory (a symlink is not trusted)", dir.display());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let us = unsafe { libc::geteuid() };
+    if meta.uid() != us {
+        bail!("{} is owned by uid {}, not by this user (uid {us})", dir.display(), meta.uid());
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!("{} may be written by other users (mode {:o})", dir.display(), meta.mode() & 0o777);
+    }
+    Ok(())
 }
 
 fn key(wasm_engine: &Engine, wasm: &[u8]) -> String {
@@ -170,5 +203,23 @@ mod tests {
         std::fs::write(entry.with_extension("sha256"), hex(&Sha256::digest(foreign))).unwrap();
         assert_eq!(cache.load(&wasm_engine, wasm).unwrap().1, Outcome::Rebuilt);
         assert_eq!(cache.load(&wasm_engine, wasm).unwrap().1, Outcome::Hit);
+    }
+
+    #[test]
+    fn a_folder_others_may_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("new");
+        let cache = ComponentCache::at(cache_dir.clone());
+        assert_eq!(cache.load(&engine, WAT.as_bytes()).unwrap().1, Outcome::Compiled);
+        assert_eq!(std::fs::metadata(&cache_dir).unwrap().permissions().mode() & 0o777, 0o700, "created ours alone");
+        assert_eq!(cache.load(&engine, WAT.as_bytes()).unwrap().1, Outcome::Hit);
+        std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(cache.load(&engine, WAT.as_bytes()).unwrap().1, Outcome::Compiled, "not trusted, so not read");
+        assert!(owned_by_us_alone(&cache_dir).unwrap_err().to_string().contains("may be written by other users"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(owned_by_us_alone(&link).is_err());
     }
 }
