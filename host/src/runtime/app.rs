@@ -38,9 +38,13 @@ impl App {
     /// Validates the app and prepares every component's grants; compiles nothing yet. Starts the
     /// epoch clock that makes running guests yield.
     pub fn build(manifest: &Manifest, limits: &Limits, options: &HostOptions) -> Result<Self> {
-        let largest_memory =
-            manifest.app.component.keys().map(|id| limits.with(&manifest.settings(id)).memory_bytes).max().unwrap_or(limits.memory_bytes);
-        let wasm_engine = Engine::new(&wasm_engine_config(largest_memory))?;
+        let all_limits: Vec<Limits> = manifest.app.component.keys().map(|id| limits.with(&manifest.settings(id))).collect();
+        let largest_memory = all_limits.iter().map(|l| l.memory_bytes).max().unwrap_or(limits.memory_bytes);
+        // Every component can run its max_concurrent instances at once, each within the pool's
+        // per-instance quotas, and the pool holds exactly that: no component can drain the slots
+        // another one is due.
+        let instances = all_limits.iter().map(|l| l.max_concurrent).sum::<usize>().max(1);
+        let wasm_engine = Engine::new(&wasm_engine_config(largest_memory, instances))?;
         epoch::start_ticking(&wasm_engine).context("starting the epoch clock")?;
         let linker = Arc::new(component::linker(&wasm_engine, options.wasi_nn)?);
         let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine(options.engine_threads))));
@@ -153,9 +157,23 @@ impl App {
     }
 }
 
-fn wasm_engine_config(max_memory_bytes: usize) -> Config {
+/// Per component instance: core instances, memories and tables it may take from the pool.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 32;
+
+fn wasm_engine_config(max_memory_bytes: usize, component_instances: usize) -> Config {
+    let instances = u32::try_from(component_instances).unwrap_or(u32::MAX).min(100_000);
     let mut pool = PoolingAllocationConfig::default();
-    pool.max_memory_size(max_memory_bytes);
+    pool.max_memory_size(max_memory_bytes)
+        .total_component_instances(instances)
+        .total_stacks(instances)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT));
     let mut config = Config::new();
     config.wasm_component_model_async(true).epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
