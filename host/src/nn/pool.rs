@@ -75,6 +75,7 @@ impl InferencePool {
     ) -> Result<(Vec<NamedTensor>, Duration), BackendError> {
         let input_bytes = inputs.iter().map(|(_, t)| t.data.len() as u64).sum();
         let inline = graph.history().runs_inline(input_bytes);
+        let watches_deadline = graph.graph().watches_deadline();
         let control = Arc::new(RunControl::until(deadline));
         let work = {
             let control = control.clone();
@@ -87,8 +88,8 @@ impl InferencePool {
             }
         };
         let _slot = self.permits.acquire().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
-        if inline {
-            return work();
+        if inline || watches_deadline {
+            return if inline { work() } else { on_this_thread_or_blocking(work).await };
         }
         let timer = tokio::spawn(async move {
             tokio::time::sleep_until(deadline.into()).await;

@@ -161,6 +161,11 @@ pub trait Graph: Send + Sync + 'static {
     /// The engine stops early, with [`BackendError::Stopped`], once `control` says so, as soon
     /// as it can (between nodes).
     fn run(&self, inputs: Vec<Tensor>, control: &RunControl) -> Result<Vec<Tensor>, BackendError>;
+    /// Whether the engine checks the deadline itself while it runs; if not, a timer stops it
+    /// through [`RunControl::stop`].
+    fn watches_deadline(&self) -> bool {
+        false
+    }
 }
 
 /// Stops a run from another thread: the request's deadline passed, or the request is gone.

@@ -41,6 +41,7 @@ impl TractBackend {
 
 struct TractGraph {
     plans: Plans,
+    device: Device,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
 }
@@ -128,14 +129,14 @@ impl Backend for TractBackend {
                 let inputs = declared_specs(model, input_names, false)?;
                 let outputs = declared_specs(model, output_names, true)?;
                 let plans = Plans::PerShape { model: Box::new(inference), runtime: self.runtime, compiled: Mutex::default() };
-                return Ok(Arc::new(TractGraph { plans, inputs, outputs }));
+                return Ok(Arc::new(TractGraph { plans, device: self.device, inputs, outputs }));
             }
             Err(e) => return Err(invalid(e)),
         };
         let inputs = specs(&typed, typed.input_outlets().map_err(invalid)?, input_names)?;
         let outputs = specs(&typed, typed.output_outlets().map_err(invalid)?, output_names)?;
         let plan = self.runtime.prepare(typed).map_err(invalid)?;
-        Ok(Arc::new(TractGraph { plans: Plans::Any(plan), inputs, outputs }))
+        Ok(Arc::new(TractGraph { plans: Plans::Any(plan), device: self.device, inputs, outputs }))
     }
 }
 
@@ -240,6 +241,11 @@ impl Graph for TractGraph {
 
     fn outputs(&self) -> &[TensorSpec] {
         &self.outputs
+    }
+
+    fn watches_deadline(&self) -> bool {
+        // The CPU runtime is stepped node by node (`run_plan`); CUDA plans run to their end.
+        self.device == Device::Cpu
     }
 
     fn run(&self, inputs: Vec<Tensor>, control: &RunControl) -> Result<Vec<Tensor>, BackendError> {
