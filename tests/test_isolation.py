@@ -31,9 +31,9 @@ FAILURES = {
     "big-model": (200, "load failed (too-large): a model of 4833 bytes exceeds this component's max_model_bytes of 1024"),
     # wasi:nn tensors count against a 32 MiB budget: inputs at tensor::new (a trap, as that call
     # cannot return an error), outputs at compute.
-    "tensor-hoard": (500, "component 'tensor-hoard' failed: tensor::new: 20971520 more bytes of wasi:nn tensors "
-                          "would make this instance hold 41943040 bytes, over its budget of 33554432"),
-    "huge-output": (200, "compute failed (too-large): the outputs: 67108864 more bytes of wasi:nn tensors"),
+    "tensor-hoard": (500, "component 'tensor-hoard' failed: tensor::new: 20971520 more bytes of wasi:nn tensors and "
+                          "graphs would make this instance hold"),
+    "huge-output": (200, "compute failed (too-large): the outputs: 67108864 more bytes of wasi:nn tensors and graphs"),
     "big-response": (500, "component 'big-response' failed: its response body exceeds the 1048576-byte limit"),
     # 400 products of 1024x1024 matrices, stopped inside the engine at the 2 s deadline.
     "slow-compute": (504, "component 'slow-compute' did not answer within its 2000 ms deadline"),

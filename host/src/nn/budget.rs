@@ -1,8 +1,11 @@
-//! Host memory one instance holds through `wasi:nn` tensors, counted against a budget.
+//! Host memory one instance holds through `wasi:nn`, counted against a budget.
 //!
 //! A guest's `tensor::new` copies its bytes into the host; `compute` hands back outputs the
-//! engine allocated. Both stay in the host until the guest drops them or its instance ends, so
-//! each instance may hold only so many bytes of them (by default its component's memory limit).
+//! engine allocated; `load` compiles a graph from bytes it handed over. All stay in the host until
+//! the guest drops them or its instance ends, so each instance may hold only so many bytes of them
+//! (by default its component's memory limit). A graph loaded from bytes is charged its model's
+//! size for the rest of the instance's life, even once dropped, as an execution context may still
+//! hold it.
 
 /// Bytes of tensors an instance holds, and how many it may.
 #[derive(Debug)]
@@ -13,7 +16,7 @@ pub struct TensorBudget {
 
 /// Taking more would exceed the budget.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{asked} more bytes of wasi:nn tensors would make this instance hold {} bytes, over its budget of {limit} (nn_memory_limit_mib)", held.saturating_add(*asked))]
+#[error("{asked} more bytes of wasi:nn tensors and graphs would make this instance hold {} bytes, over its budget of {limit} (nn_memory_limit_mib)", held.saturating_add(*asked))]
 pub struct OverBudget {
     /// The budget.
     pub limit: usize,

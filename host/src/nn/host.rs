@@ -100,6 +100,7 @@ impl NnView<'_> {
                 format!("a model of {} bytes exceeds this component's max_model_bytes of {limit}", model.len()),
             ));
         }
+        self.ctx.tensors.take(model.len()).map_err(|e| NnError::new(ErrorCode::TooLarge, format!("the model: {e}")))?;
         let graph = component.guest_graphs.get_or_compile(&component.cache, model.into(), &component.placement.backend).await?;
         Ok(self.table.push(GraphResource(graph))?)
     }

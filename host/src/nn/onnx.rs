@@ -69,8 +69,6 @@ impl Message {
 const TENSOR_NAME: u64 = 8;
 const TENSOR_EXTERNAL_DATA: u64 = 13;
 const TENSOR_DATA_LOCATION: u64 = 14;
-/// `TensorProto.DataLocation.EXTERNAL`.
-const EXTERNAL: u64 = 1;
 /// How deep subgraphs may nest; real models nest a few levels.
 const MAX_DEPTH: usize = 64;
 
@@ -88,11 +86,17 @@ fn walk(bytes: &[u8], message: Message, depth: usize) -> Result<(), ModelBytesEr
     let mut external = false;
     while !reader.0.is_empty() {
         let key = reader.varint()?;
+        // Protobuf's own parsers read a tag as 32 bits: a longer one would name another field
+        // there than here, so it is refused, as are field numbers protobuf does not allow.
+        if key > u64::from(u32::MAX) || !(1..1 << 29).contains(&(key >> 3)) {
+            return Err(ModelBytesError::Malformed("invalid field tag"));
+        }
         let (field, wire_type) = (key >> 3, key & 7);
         match wire_type {
             0 => {
                 let value = reader.varint()?;
-                if matches!(message, Message::Tensor) && field == TENSOR_DATA_LOCATION && value == EXTERNAL {
+                // An enum is read as its low 32 bits; anything but the default (inline) counts.
+                if matches!(message, Message::Tensor) && field == TENSOR_DATA_LOCATION && value as u32 != 0 {
                     external = true;
                 }
             }
@@ -187,7 +191,7 @@ pub(crate) mod tests {
         let mut tensor = [int(1, 16), int(2, 2), field(8, b"x")].concat();
         if external {
             tensor.extend(field(13, &[field(1, b"location"), field(2, b"spin.toml")].concat()));
-            tensor.extend(int(14, EXTERNAL));
+            tensor.extend(int(14, 1));
         } else {
             tensor.extend(field(9, &[7u8; 16]));
         }
@@ -215,6 +219,20 @@ pub(crate) mod tests {
             let err = check_model_bytes(&model(true, in_subgraph)).unwrap_err();
             assert_eq!(err, ModelBytesError::ExternalData { tensor: "x".into() });
         }
+    }
+
+    #[test]
+    fn tags_and_enums_are_read_as_protobuf_reads_them() {
+        // external_data's tag (0x6a) padded to five bytes with a bit above 32: protobuf would read
+        // field 13; refused rather than skipped as some other field.
+        let mut padded = model(false, false);
+        padded.extend([0xea, 0x80, 0x80, 0x80, 0x10, 0]);
+        assert!(matches!(check_model_bytes(&field(7, &field(5, &padded))), Err(ModelBytesError::Malformed(_))));
+        // data_location = 2^32 + 1 is EXTERNAL once cut to 32 bits.
+        let tensor = [field(8, b"x"), int(14, (1 << 32) + 1)].concat();
+        let err = check_model_bytes(&[int(1, 8), field(7, &field(5, &tensor))].concat()).unwrap_err();
+        assert_eq!(err, ModelBytesError::ExternalData { tensor: "x".into() });
+        assert!(check_model_bytes(&[0x00, 0x01]).is_err(), "field 0");
     }
 
     #[test]

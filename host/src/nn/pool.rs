@@ -4,8 +4,10 @@
 
 use super::backend::{self, BackendError, NamedTensor, RunControl};
 use super::graphs::SharedGraph;
-use std::sync::Arc;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Runs that typically take less stay on the async worker that asked: handing the worker's other
@@ -49,6 +51,7 @@ impl RunHistory {
 /// The engine-work pool: one slot per job the machine's cores can run at once.
 pub struct InferencePool {
     permits: Arc<tokio::sync::Semaphore>,
+    watchdog: Watchdog,
 }
 
 impl InferencePool {
@@ -59,14 +62,14 @@ impl InferencePool {
 
     /// `size` jobs at once (at least one).
     pub fn with_size(size: usize) -> Self {
-        Self { permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))) }
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))), watchdog: Watchdog::start() }
     }
 
     /// Runs `graph` once a slot is free: on the calling worker when its runs are typically
     /// short, else handing the worker's other tasks to another thread. The run stops at
-    /// `deadline` (tract between nodes; ONNX Runtime through its terminate flag, set by a timer
-    /// on another worker), so its slot is free again by then. Returns the outputs and the
-    /// engine time.
+    /// `deadline`, inline or not (tract between nodes; ONNX Runtime through its terminate flag,
+    /// set by the pool's watchdog thread), so its slot is free again by then, but for a single
+    /// node that runs long. Returns the outputs and the engine time.
     pub async fn compute(
         &self,
         graph: Arc<SharedGraph>,
@@ -88,16 +91,10 @@ impl InferencePool {
             }
         };
         let _slot = self.permits.acquire().await.map_err(|e| BackendError::Runtime(e.to_string()))?;
-        if inline || watches_deadline {
-            return if inline { work() } else { on_this_thread_or_blocking(work).await };
+        if !watches_deadline {
+            self.watchdog.watch(deadline, &control);
         }
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep_until(deadline.into()).await;
-            control.stop();
-        });
-        let result = on_this_thread_or_blocking(work).await;
-        timer.abort();
-        result
+        if inline { work() } else { on_this_thread_or_blocking(work).await }
     }
 
     /// Runs CPU-bound engine work that cannot be stopped (compiling a model) on a blocking
@@ -111,6 +108,73 @@ impl InferencePool {
         })
         .await
         .map_err(|e| BackendError::Runtime(format!("inference task failed: {e}")))?
+    }
+}
+
+/// Stops runs at their deadlines from a thread of its own, so it fires even while every async
+/// worker is busy with engine work. Runs that end first leave only a dead `Weak` behind, dropped
+/// when its deadline comes.
+struct Watchdog {
+    shared: Arc<(Mutex<BinaryHeap<Reverse<Watched>>>, Condvar)>,
+}
+
+struct Watched {
+    at: Instant,
+    control: Weak<RunControl>,
+}
+
+impl PartialEq for Watched {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Watched {}
+impl PartialOrd for Watched {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Watched {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+impl Watchdog {
+    fn start() -> Self {
+        let shared = Arc::new((Mutex::new(BinaryHeap::<Reverse<Watched>>::new()), Condvar::new()));
+        let weak = Arc::downgrade(&shared);
+        let spawned = std::thread::Builder::new().name("spindle-watchdog".into()).spawn(move || {
+            // Ends once the pool is gone; wakes at least every second to notice.
+            while let Some(shared) = weak.upgrade() {
+                let (heap, wake) = &*shared;
+                let mut heap = heap.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                while heap.peek().is_some_and(|Reverse(w)| w.at <= now) {
+                    if let Some(Reverse(due)) = heap.pop()
+                        && let Some(control) = due.control.upgrade()
+                    {
+                        control.stop();
+                    }
+                }
+                let wait = heap.peek().map_or(Duration::from_secs(1), |Reverse(w)| w.at - now).min(Duration::from_secs(1));
+                drop(wake.wait_timeout(heap, wait).unwrap_or_else(|e| e.into_inner()));
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("no watchdog thread, so ONNX Runtime runs are not stopped at their deadline: {e}");
+        }
+        Self { shared }
+    }
+
+    fn watch(&self, at: Instant, control: &Arc<RunControl>) {
+        let (heap, wake) = &*self.shared;
+        let mut heap = heap.lock().unwrap_or_else(|e| e.into_inner());
+        let earliest = heap.peek().is_none_or(|Reverse(w)| at < w.at);
+        heap.push(Reverse(Watched { at, control: Arc::downgrade(control) }));
+        if earliest {
+            wake.notify_one();
+        }
     }
 }
 
@@ -140,5 +204,22 @@ mod tests {
             history.observe(Duration::from_millis(5), 100);
         }
         assert!(!history.runs_inline(100), "runs got slow");
+    }
+
+    #[test]
+    fn the_watchdog_stops_runs_at_their_deadline_and_not_before() {
+        let watchdog = Watchdog::start();
+        let now = Instant::now();
+        let late = Arc::new(RunControl::default());
+        let soon = Arc::new(RunControl::default());
+        watchdog.watch(now + Duration::from_secs(60), &late);
+        watchdog.watch(now + Duration::from_millis(50), &soon);
+        let started = Instant::now();
+        while !soon.is_stopped() {
+            assert!(started.elapsed() < Duration::from_secs(5), "the earlier deadline was not kept");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        assert!(!late.is_stopped());
     }
 }

@@ -130,6 +130,9 @@ impl OnnxRuntimeBackend {
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| BackendError::InvalidModel(e.to_string()))?
             .with_inter_threads(1)
+            .map_err(|e| BackendError::InvalidModel(e.to_string()))?
+            // Only the protobuf format, the one `nn::onnx` checks: never ORT's flatbuffer format.
+            .with_config_entry("session.load_model_format", "ONNX")
             .map_err(|e| BackendError::InvalidModel(e.to_string()))?;
         let mut builder = match self.device {
             Device::Gpu => builder
