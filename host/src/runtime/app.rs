@@ -43,7 +43,15 @@ impl App {
         // Every component can run its max_concurrent instances at once, each within the pool's
         // per-instance quotas, and the pool holds exactly that: no component can drain the slots
         // another one is due.
-        let instances = all_limits.iter().map(|l| l.max_concurrent).sum::<usize>().max(1);
+        let wanted = all_limits.iter().map(|l| l.max_concurrent).sum::<usize>().max(1);
+        let instances = wanted.min(MAX_POOLED_INSTANCES);
+        if instances < wanted {
+            tracing::warn!(
+                wanted,
+                pooled = instances,
+                "the components' max_concurrent_requests add up to more instance slots than the pool reserves; they share {instances}"
+            );
+        }
         let wasm_engine = Engine::new(&wasm_engine_config(largest_memory, instances))?;
         epoch::start_ticking(&wasm_engine).context("starting the epoch clock")?;
         let linker = Arc::new(component::linker(&wasm_engine, options.wasi_nn)?);
@@ -157,13 +165,17 @@ impl App {
     }
 }
 
+/// Component instances the pool reserves at most: each memory slot reserves gigabytes of address
+/// space, and 2,048 × 4 of them stay well inside what a 64-bit process may map.
+const MAX_POOLED_INSTANCES: usize = 2048;
+
 /// Per component instance: core instances, memories and tables it may take from the pool.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 32;
 
 fn wasm_engine_config(max_memory_bytes: usize, component_instances: usize) -> Config {
-    let instances = u32::try_from(component_instances).unwrap_or(u32::MAX).min(100_000);
+    let instances = u32::try_from(component_instances).unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::default();
     pool.max_memory_size(max_memory_bytes)
         .total_component_instances(instances)
