@@ -193,7 +193,12 @@ fn main() -> Result<()> {
                 max_response_bytes,
                 max_concurrent,
                 max_queued,
-                nn: spindle::nn::NnLimits { max_model_bytes, max_guest_graph_bytes, max_tensor_bytes: (memory_limit_mib as usize) << 20 },
+                nn: spindle::nn::NnLimits {
+                    max_model_bytes,
+                    max_guest_graph_bytes,
+                    max_tensor_bytes: (memory_limit_mib as usize) << 20,
+                    allow_dynamic_shapes: false,
+                },
             };
             let cache = if no_cache {
                 ComponentCache::disabled()

@@ -231,6 +231,10 @@ pub struct SpindleSettings {
     /// Host memory one instance may hold in `wasi:nn` tensors, in MiB (default: `memory_limit_mib`).
     #[serde(default)]
     pub nn_memory_limit_mib: Option<u64>,
+    /// Lets it load models from bytes whose tensors' sizes do not follow from their inputs'
+    /// shapes; the memory such a graph takes inside its engine then goes unchecked.
+    #[serde(default)]
+    pub allow_dynamic_shapes: Option<bool>,
     /// Inference engine: `auto`, `tract` or `onnxruntime`.
     #[serde(default)]
     pub engine: Option<EngineChoice>,

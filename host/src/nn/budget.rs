@@ -48,6 +48,11 @@ impl TensorBudget {
         self.held = self.held.saturating_sub(bytes);
     }
 
+    /// Bytes that may still be taken.
+    pub fn available(&self) -> usize {
+        self.limit.saturating_sub(self.held)
+    }
+
     /// Bytes held now.
     pub fn held(&self) -> usize {
         self.held

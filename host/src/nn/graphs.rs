@@ -3,6 +3,7 @@
 //! `load-by-name` or `load(bytes)`.
 
 use super::backend::{self, Backend, BackendError, Device, Graph};
+use super::footprint::Footprint;
 use super::onnx::{ModelBytesError, check_model_bytes};
 use super::pool::{InferencePool, RunHistory};
 use sha2::{Digest, Sha256};
@@ -20,11 +21,17 @@ type GraphKey = ([u8; 32], &'static str, Device);
 pub struct SharedGraph {
     graph: Arc<dyn Graph>,
     history: RunHistory,
+    footprint: Option<Footprint>,
 }
 
 impl SharedGraph {
-    pub(super) fn new(graph: Arc<dyn Graph>) -> Self {
-        Self { graph, history: RunHistory::default() }
+    pub(super) fn new(graph: Arc<dyn Graph>, footprint: Option<Footprint>) -> Self {
+        Self { graph, history: RunHistory::default(), footprint }
+    }
+
+    /// For a graph from guest bytes, the memory its tensors take, to check before each compute.
+    pub fn footprint(&self) -> Option<&Footprint> {
+        self.footprint.as_ref()
     }
 
     /// The compiled graph.
@@ -68,7 +75,7 @@ impl GraphCache {
     pub async fn get_or_compile(&self, model: Arc<[u8]>, backend: &Arc<dyn Backend>) -> Result<Arc<SharedGraph>, BackendError> {
         let key = self.key(&model, backend).await?;
         let slot = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
-        self.compile_into(&slot, key, model, backend).await
+        self.compile_into(&slot, key, model, backend, false).await
     }
 
     /// What `model` compiled by `backend` is cached under.
@@ -89,6 +96,7 @@ impl GraphCache {
         key: GraphKey,
         model: Arc<[u8]>,
         backend: &Arc<dyn Backend>,
+        bounded: bool,
     ) -> Result<Arc<SharedGraph>, BackendError> {
         slot.get_or_try_init(|| async {
             let engine = backend.clone();
@@ -100,7 +108,9 @@ impl GraphCache {
                         ModelBytesError::ExternalData { .. } => BackendError::Refused(e.to_string()),
                         ModelBytesError::Malformed(_) => BackendError::InvalidModel(e.to_string()),
                     })?;
-                    backend::load(engine.as_ref(), &model)
+                    let footprint =
+                        bounded.then(|| Footprint::of_onnx(&model)).transpose().map_err(|e| BackendError::Refused(e.to_string()))?;
+                    Ok((backend::load(engine.as_ref(), &model)?, footprint))
                 })
                 .await?;
             self.compiles.fetch_add(1, Ordering::Relaxed);
@@ -111,7 +121,7 @@ impl GraphCache {
                 ms = started.elapsed().as_millis() as u64,
                 "compiled model graph"
             );
-            Ok(Arc::new(SharedGraph::new(graph)))
+            Ok(Arc::new(SharedGraph::new(graph.0, graph.1)))
         })
         .await
         .cloned()
@@ -124,6 +134,8 @@ impl GraphCache {
 /// A graph counts as its model's byte length; an engine's compiled form takes about 1–2× that.
 pub struct GuestGraphs {
     budget: usize,
+    /// Whether its graphs run without a memory bound worked out from their shapes.
+    unbounded: bool,
     /// Least recently used first.
     kept: Mutex<VecDeque<GuestGraph>>,
 }
@@ -135,9 +147,10 @@ struct GuestGraph {
 }
 
 impl GuestGraphs {
-    /// Room for `budget` bytes of models.
-    pub fn new(budget: usize) -> Self {
-        Self { budget, kept: Mutex::default() }
+    /// Room for `budget` bytes of models; `unbounded` lets in graphs whose tensors' sizes cannot
+    /// be worked out from their inputs' shapes ([`Footprint`]).
+    pub fn new(budget: usize, unbounded: bool) -> Self {
+        Self { budget, unbounded, kept: Mutex::default() }
     }
 
     /// The graph for these bytes: a named model's if the host has one compiled, else this
@@ -160,7 +173,7 @@ impl GuestGraphs {
             return Ok(graph);
         }
         let slot = self.keep(key, model.len());
-        cache.compile_into(&slot, key, model, backend).await
+        cache.compile_into(&slot, key, model, backend, !self.unbounded).await
     }
 
     /// Marks `key` most recently used, adding it if new and dropping the least recently used
@@ -244,7 +257,7 @@ mod tests {
         let tract: Arc<dyn Backend> = Arc::new(crate::nn::backend::tract::TractBackend::cpu(1));
         let model = cifar10_bytes();
         // Room for two copies of the CNN: a third distinct model drops the least recently used.
-        let guest = GuestGraphs::new(model.len() * 2 + 10);
+        let guest = GuestGraphs::new(model.len() * 2 + 10, false);
         let variant = |n: u8| -> Arc<[u8]> {
             // A different doc_string (ModelProto field 6) makes different bytes of the same graph.
             let mut bytes = model.to_vec();
@@ -252,7 +265,8 @@ mod tests {
             bytes.into()
         };
         for n in 0..3 {
-            guest.get_or_compile(&cache, variant(n), &tract).await.unwrap();
+            let graph = guest.get_or_compile(&cache, variant(n), &tract).await.unwrap();
+            assert!(graph.footprint().is_some(), "graphs from guest bytes are bounded");
         }
         assert_eq!(cache.compiles(), 3);
         assert_eq!(guest.kept_bytes(), 2 * (model.len() + 3));
@@ -265,7 +279,7 @@ mod tests {
         let loaded = guest.get_or_compile(&cache, model.clone(), &tract).await.unwrap();
         assert!(Arc::ptr_eq(&named, &loaded));
         assert_eq!(guest.kept_bytes(), 2 * (model.len() + 3));
-        let too_big = GuestGraphs::new(10).get_or_compile(&cache, model, &tract).await;
+        let too_big = GuestGraphs::new(10, false).get_or_compile(&cache, model, &tract).await;
         assert!(matches!(too_big, Err(BackendError::TooLarge(_))));
     }
 }

@@ -3,6 +3,7 @@
 use super::NnView;
 use super::backend::{BackendError, Device, ElementType, Tensor};
 use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType, errors, graph, inference, tensor};
+use super::footprint::PeakError;
 use super::graphs::SharedGraph;
 use super::models::LoadByNameError;
 use std::sync::Arc;
@@ -126,6 +127,13 @@ impl NnView<'_> {
                 Ok((name, tensor))
             })
             .collect::<NnResult<Vec<_>>>()?;
+        if let Some(footprint) = graph.footprint() {
+            let shapes: Vec<(&str, &[u32])> = inputs.iter().map(|(name, t)| (name.as_str(), t.dims.as_slice())).collect();
+            footprint.check(&shapes, self.ctx.tensors.available()).map_err(|e| {
+                let code = if let PeakError::Shape(_) = e { ErrorCode::InvalidArgument } else { ErrorCode::TooLarge };
+                NnError::new(code, e.to_string())
+            })?;
+        }
         let queued = std::time::Instant::now();
         let (outputs, engine_time) = self.ctx.component.cache.pool().compute(graph, inputs, self.ctx.deadline).await?;
         tracing::debug!(engine_us = engine_time.as_micros() as u64, total_us = queued.elapsed().as_micros() as u64, "compute");

@@ -14,6 +14,7 @@
 pub mod backend;
 mod bindings;
 pub mod budget;
+pub mod footprint;
 pub mod graphs;
 mod host;
 pub mod models;
@@ -62,7 +63,13 @@ pub struct ComponentNn {
 impl ComponentNn {
     /// A component's `wasi:nn` with these models, placement and limits.
     pub fn new(models: ComponentModels, placement: policy::Placement, limits: NnLimits, cache: Arc<GraphCache>) -> Self {
-        Self { models, placement, limits, cache, guest_graphs: graphs::GuestGraphs::new(limits.max_guest_graph_bytes) }
+        Self {
+            models,
+            placement,
+            limits,
+            cache,
+            guest_graphs: graphs::GuestGraphs::new(limits.max_guest_graph_bytes, limits.allow_dynamic_shapes),
+        }
     }
 }
 
@@ -77,11 +84,14 @@ pub struct NnLimits {
     /// Bytes of tensors (given as inputs, or returned as outputs) one instance may hold in the
     /// host at once.
     pub max_tensor_bytes: usize,
+    /// Whether graphs from bytes may have tensors whose sizes do not follow from their inputs'
+    /// shapes (their memory then goes unchecked: [`footprint`]).
+    pub allow_dynamic_shapes: bool,
 }
 
 impl Default for NnLimits {
     fn default() -> Self {
-        Self { max_model_bytes: 64 << 20, max_guest_graph_bytes: 256 << 20, max_tensor_bytes: 256 << 20 }
+        Self { max_model_bytes: 64 << 20, max_guest_graph_bytes: 256 << 20, max_tensor_bytes: 256 << 20, allow_dynamic_shapes: false }
     }
 }
 

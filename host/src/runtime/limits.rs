@@ -62,6 +62,7 @@ impl Limits {
                 max_guest_graph_bytes: settings.max_guest_graph_bytes.map_or(self.nn.max_guest_graph_bytes, saturating_usize),
                 // By default as much as the instance's own memory.
                 max_tensor_bytes: settings.nn_memory_limit_mib.map_or(memory_bytes, |m| saturating_usize(m).saturating_mul(1 << 20)),
+                allow_dynamic_shapes: settings.allow_dynamic_shapes.unwrap_or(self.nn.allow_dynamic_shapes),
             },
         }
     }
