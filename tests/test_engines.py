@@ -161,7 +161,7 @@ def test_the_start_up_table_says_why_each_engine_is_or_is_not_there(spindle, ser
 def test_a_component_can_choose_its_engine(tmp_path):
     manifest = tmp_path / "spin.toml"
     text = (ROOT / "spin.toml").read_text().replace('source = "target/', f'source = "{ROOT}/target/')
-    for model, files in [("cifar10", '["models/cifar10/model.onnx"]'),
+    for model, files in [("cifar10", '["models/cifar10/model.onnx", "models/cifar10/model.json"]'),
                          ("ppocr-det", '["models/ppocr-det/model.onnx", "models/ppocr-det/model.json"]')]:
         text = text.replace(f"files = {files}", f'files = [{{ source = "{ROOT}/models/{model}", destination = "/models/{model}" }}]')
     text = text.replace("[application]\n", f'[application]\ntool.spindle.files_root = "{ROOT}"\n', 1)

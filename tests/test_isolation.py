@@ -120,6 +120,14 @@ def test_guest_panics_are_logged(fixtures):
     assert "component=panic" in fixtures.stderr
 
 
+def same_answer(got, want) -> bool:
+    """The same status and best label, and the same probability (within 1e-5) for every label in both."""
+    if got[0] != want[0] or got[0] != 200:
+        return got == want
+    ours, theirs = ({p["label"]: p["probability"] for p in answer[1]} for answer in (got, want))
+    return got[1][0]["label"] == want[1][0]["label"] and all(abs(ours[k] - theirs[k]) <= 1e-5 for k in ours.keys() & theirs.keys())
+
+
 def test_failures_under_load_leave_the_good_function_correct(fixtures, heldout):
     x, _, _ = heldout
 
@@ -141,7 +149,8 @@ def test_failures_under_load_leave_the_good_function_correct(fixtures, heldout):
         bad = pool.map(hostile, list(FAILURES) * 2)
         answers = list(pool.map(good, list(range(40)) * 2))
         bad = list(bad)
-    wrong = [(i, got, want) for i, (got, want) in enumerate(answers) if got != want]
+    # cifar10 is batched: merged rows may round differently, within 1e-5 of its answers alone.
+    wrong = [(i, got, want) for i, (got, want) in enumerate(answers) if not same_answer(got, want)]
     assert not wrong, wrong
     assert sorted(bad) == sorted((m, FAILURES[m][0]) for m in list(FAILURES) * 2)
     assert fixtures.proc.poll() is None

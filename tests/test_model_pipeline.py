@@ -111,7 +111,8 @@ def test_declared_description_matches_the_onnx_file():
     import describe
 
     declared = json.loads((ROOT / "models/cifar10/model.json").read_text())
-    assert declared == describe.describe(ROOT / "models/cifar10/model.onnx", "cifar10", train.MAX_BATCH_SIZE)
+    assert declared == describe.describe(ROOT / "models/cifar10/model.onnx", "cifar10", train.MAX_BATCH_SIZE,
+                                         max_queue_delay_us=train.MAX_QUEUE_DELAY_US)
 
 
 def test_fetched_text_detector_is_the_pinned_one_and_matches_its_description():

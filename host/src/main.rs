@@ -93,6 +93,10 @@ enum Command {
         /// functions load their mounted model files themselves.
         #[arg(long)]
         no_named_models: bool,
+        /// Run every compute alone, even for models whose `model.json` asks for dynamic
+        /// batching (their `max_batch_size` still holds).
+        #[arg(long)]
+        no_batching: bool,
     },
     /// Run each component's build command (like `spin build`).
     Build {
@@ -180,6 +184,7 @@ fn main() -> Result<()> {
             engine_threads,
             no_wasi_nn,
             no_named_models,
+            no_batching,
         } => {
             let manifest = Manifest::load(&manifest)?;
             if build {
@@ -213,6 +218,7 @@ fn main() -> Result<()> {
             };
             let options = HostOptions {
                 named_models: !no_named_models,
+                batching: !no_batching,
                 wasi_nn: !no_wasi_nn,
                 cache,
                 engine: engine.into(),

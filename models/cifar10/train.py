@@ -28,6 +28,8 @@ import describe  # noqa: E402
 
 MODEL_NAME = "cifar10"
 MAX_BATCH_SIZE = 32
+# Dynamic batching: how long a compute may wait for others (Triton's max_queue_delay_microseconds).
+MAX_QUEUE_DELAY_US = 500
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 CONV_SPECS = [(32, 3), (64, 32), (64, 64)]  # (out channels, in channels), all 3x3, valid
@@ -253,7 +255,7 @@ def main(argv=None):
     if max_diff > 1e-5:
         raise SystemExit(f"exported ONNX differs from the numpy model by {max_diff:.2e} (> 1e-5)")
     (out / "labels.txt").write_text("\n".join(names) + "\n")
-    describe.write(model_path, MODEL_NAME, MAX_BATCH_SIZE)
+    describe.write(model_path, MODEL_NAME, MAX_BATCH_SIZE, MAX_QUEUE_DELAY_US)
     metrics = {
         "data": source,
         "train_images": int(len(x_tr)),

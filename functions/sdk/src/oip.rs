@@ -38,6 +38,10 @@ pub struct ModelConfig {
     pub inputs: Vec<TensorConfig>,
     /// Outputs, in order.
     pub outputs: Vec<TensorConfig>,
+    /// Triton's `dynamic_batching` settings, which the host's batcher follows; answered as they
+    /// are in `config`.
+    #[serde(default)]
+    pub dynamic_batching: Option<Value>,
 }
 
 /// One declared tensor: `-1` marks a variable dimension.
@@ -81,14 +85,18 @@ impl ModelConfig {
                 })
                 .collect::<Vec<_>>()
         };
-        json!({
+        let mut config = json!({
             "name": self.name,
             "platform": self.platform,
             "backend": "spindle",
             "max_batch_size": self.max_batch_size,
             "input": tensors(&self.inputs),
             "output": tensors(&self.outputs),
-        })
+        });
+        if let Some(batching) = &self.dynamic_batching {
+            config["dynamic_batching"] = batching.clone();
+        }
+        config
     }
 }
 
@@ -377,7 +385,8 @@ mod tests {
 
     const CONFIG: &str = r#"{"name": "m", "platform": "onnxruntime_onnx", "versions": ["1"], "max_batch_size": 8,
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
-        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]}"#;
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}],
+        "dynamic_batching": {"max_queue_delay_microseconds": 500}}"#;
 
     fn call(method: &str, path: &str, body: &str) -> (u16, Value) {
         let model = ModelConfig::from_json(CONFIG).unwrap();
@@ -405,6 +414,7 @@ mod tests {
         assert_eq!(meta["inputs"][0]["shape"], json!([-1, 2]));
         let (_, config) = call("GET", "/v2/models/m/versions/1/config", "");
         assert_eq!(config["max_batch_size"], 8);
+        assert_eq!(config["dynamic_batching"]["max_queue_delay_microseconds"], 500);
         assert_eq!(config["input"][0]["dims"], json!([2]));
         assert_eq!(config["input"][0]["data_type"], "TYPE_FP32");
         assert_eq!(call("GET", "/v2/models/m/versions/2", "").0, 404);

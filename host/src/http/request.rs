@@ -38,7 +38,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: SocketAddr) -> Ho
         Ok(response) => response,
         Err(e) => {
             let status = match e {
-                InvokeError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                InvokeError::QueueFull { .. } | InvokeError::ModelBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 InvokeError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
                 InvokeError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
@@ -46,7 +46,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: SocketAddr) -> Ho
                 InvokeError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             };
             let mut response = json_error(status, &e);
-            if let InvokeError::QueueFull { .. } = e {
+            if let InvokeError::QueueFull { .. } | InvokeError::ModelBusy { .. } = e {
                 response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             response

@@ -191,15 +191,10 @@ impl Footprint {
     }
 }
 
-/// The hostile fixture's model writer: the graphs a guest would hand over.
-#[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../../tests/fixtures/hostile/src/onnx_bytes.rs"]
-mod onnx_bytes;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::onnx_bytes;
 
     #[test]
     fn peak_is_worked_out_before_the_engine_runs() {

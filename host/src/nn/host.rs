@@ -2,6 +2,7 @@
 
 use super::NnView;
 use super::backend::{BackendError, Device, ElementType, Tensor};
+use super::batch::{Batcher, SubmitError};
 use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType, errors, graph, inference, tensor};
 use super::footprint::PeakError;
 use super::graphs::SharedGraph;
@@ -9,11 +10,11 @@ use super::models::LoadByNameError;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
-/// A loaded graph, as a guest holds it.
-pub struct GraphResource(Arc<SharedGraph>);
+/// A loaded graph, as a guest holds it, with the batcher its computes go through (named models).
+pub struct GraphResource(Arc<SharedGraph>, Option<Arc<Batcher>>);
 
 /// A graph bound for compute; graphs are stateless, so this shares the graph.
-pub struct ExecutionContext(Arc<SharedGraph>);
+pub struct ExecutionContext(Arc<SharedGraph>, Option<Arc<Batcher>>);
 
 /// A guest-visible `wasi:nn` error: a code and a message saying what was wrong.
 #[derive(Debug)]
@@ -103,43 +104,64 @@ impl NnView<'_> {
         }
         self.ctx.tensors.take(model.len()).map_err(|e| NnError::new(ErrorCode::TooLarge, format!("the model: {e}")))?;
         let graph = component.guest_graphs.get_or_compile(&component.cache, model.into(), &component.placement.backend).await?;
-        Ok(self.table.push(GraphResource(graph))?)
+        Ok(self.table.push(GraphResource(graph, None))?)
     }
 
     async fn load_named(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
         let component = self.ctx.component.clone();
-        let graph = component.models.load(&name, &component.cache, &component.placement.backend).await?;
-        Ok(self.table.push(GraphResource(graph))?)
+        let (graph, batcher) = component.models.load(&name, &component.cache, &component.placement.backend).await?;
+        Ok(self.table.push(GraphResource(graph, batcher))?)
     }
 
     async fn run(
         &mut self,
         context: Resource<ExecutionContext>,
         inputs: Vec<(String, Resource<Tensor>)>,
-    ) -> NnResult<Vec<(String, Resource<Tensor>)>> {
-        let graph = self.table.get(&context)?.0.clone();
+    ) -> wasmtime::Result<NnResult<Vec<(String, Resource<Tensor>)>>> {
+        let ExecutionContext(graph, batcher) = self.table.get(&context)?;
+        let (graph, batcher) = (graph.clone(), batcher.clone());
         // Inputs are consumed: their bytes leave the instance's budget.
-        let inputs = inputs
-            .into_iter()
-            .map(|(name, t)| {
-                let tensor = self.table.delete(t)?;
-                self.ctx.tensors.give_back(tensor.data.len());
-                Ok((name, tensor))
-            })
-            .collect::<NnResult<Vec<_>>>()?;
+        let mut taken = Vec::with_capacity(inputs.len());
+        for (name, t) in inputs {
+            let tensor = match self.table.delete(t) {
+                Ok(tensor) => tensor,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            self.ctx.tensors.give_back(tensor.data.len());
+            taken.push((name, tensor));
+        }
+        let inputs = taken;
         if let Some(footprint) = graph.footprint() {
             let shapes: Vec<(&str, &[u32])> = inputs.iter().map(|(name, t)| (name.as_str(), t.dims.as_slice())).collect();
-            footprint.check(&shapes, self.ctx.tensors.available()).map_err(|e| {
+            if let Err(e) = footprint.check(&shapes, self.ctx.tensors.available()) {
                 let code = if let PeakError::Shape(_) = e { ErrorCode::InvalidArgument } else { ErrorCode::TooLarge };
-                NnError::new(code, e.to_string())
-            })?;
+                return Ok(Err(NnError::new(code, e.to_string())));
+            }
         }
         let queued = std::time::Instant::now();
-        let (outputs, engine_time) = self.ctx.component.cache.pool().compute(graph, inputs, self.ctx.deadline).await?;
-        tracing::debug!(engine_us = engine_time.as_micros() as u64, total_us = queued.elapsed().as_micros() as u64, "compute");
+        let deadline = self.ctx.deadline;
+        let outputs = match batcher {
+            Some(batcher) => {
+                let interest = self.ctx.interests.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &batcher)).map(|(_, i)| i);
+                match batcher.compute(graph, inputs, deadline, interest).await {
+                    Ok(outputs) => outputs,
+                    // A full batch queue answers the request 503, as a full admission queue does.
+                    Err(full @ SubmitError::QueueFull { .. }) => return Err(full.into()),
+                    Err(SubmitError::Backend(e)) => return Ok(Err(e.into())),
+                }
+            }
+            None => match self.ctx.component.cache.pool().compute(graph, inputs, deadline).await {
+                Ok((outputs, _)) => outputs,
+                Err(e) => return Ok(Err(e.into())),
+            },
+        };
+        tracing::debug!(total_us = queued.elapsed().as_micros() as u64, "compute");
         let output_bytes = outputs.iter().map(|(_, t)| t.data.len()).sum();
-        self.ctx.tensors.take(output_bytes).map_err(|e| NnError::new(ErrorCode::TooLarge, format!("the outputs: {e}")))?;
-        outputs.into_iter().map(|(name, t)| Ok((name, self.table.push(t)?))).collect()
+        if let Err(e) = self.ctx.tensors.take(output_bytes) {
+            return Ok(Err(NnError::new(ErrorCode::TooLarge, format!("the outputs: {e}"))));
+        }
+        let pushed: Result<Vec<_>, _> = outputs.into_iter().map(|(name, t)| Ok((name, self.table.push(t)?))).collect();
+        Ok(pushed)
     }
 }
 
@@ -183,8 +205,9 @@ impl NnView<'_> {
 
 impl graph::HostGraph for NnView<'_> {
     fn init_execution_context(&mut self, graph: Resource<GraphResource>) -> GuestResult<Resource<ExecutionContext>> {
-        let graph = self.table.get(&graph)?.0.clone();
-        Ok(Ok(self.table.push(ExecutionContext(graph))?))
+        let GraphResource(graph, batcher) = self.table.get(&graph)?;
+        let context = ExecutionContext(graph.clone(), batcher.clone());
+        Ok(Ok(self.table.push(context)?))
     }
 
     fn drop(&mut self, graph: Resource<GraphResource>) -> wasmtime::Result<()> {
@@ -201,7 +224,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         context: Resource<ExecutionContext>,
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> GuestResult<Vec<(String, Resource<Tensor>)>> {
-        let result = self.run(context, inputs).await;
+        let result = self.run(context, inputs).await?;
         self.answer(result)
     }
 

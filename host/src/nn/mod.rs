@@ -12,6 +12,7 @@
 //! [`NnCtx`] and [`NnView`] the runtime hands it.
 
 pub mod backend;
+pub mod batch;
 mod bindings;
 pub mod budget;
 pub mod footprint;
@@ -21,6 +22,12 @@ pub mod models;
 pub mod onnx;
 pub mod policy;
 pub mod pool;
+
+/// The hostile fixture's model writer: graphs as a guest would hand them over.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../../tests/fixtures/hostile/src/onnx_bytes.rs"]
+mod onnx_bytes;
 
 use graphs::GraphCache;
 use models::ComponentModels;
@@ -35,13 +42,16 @@ pub struct NnCtx {
     deadline: Instant,
     /// Bytes of tensors this instance holds in the host.
     tensors: budget::TensorBudget,
+    /// This instance, counted by each batcher of its component until it computes there.
+    interests: Vec<(Arc<batch::Batcher>, batch::Interest)>,
 }
 
 impl NnCtx {
     /// The state for one instance of `component`, serving a request that ends at `deadline`.
     pub fn new(component: Arc<ComponentNn>, deadline: Instant) -> Self {
         let tensors = budget::TensorBudget::new(component.limits.max_tensor_bytes);
-        Self { component, deadline, tensors }
+        let interests = component.models.batchers().filter_map(|b| Some((b.clone(), b.interest()?))).collect();
+        Self { component, deadline, tensors, interests }
     }
 }
 

@@ -2,6 +2,7 @@
 //! model files its manifest mounts, named as [`spindle_tensor::named`] says.
 
 use super::backend::{Backend, BackendError};
+use super::batch::{BatchPolicy, Batcher, PolicyError};
 use super::graphs::{GraphCache, SharedGraph};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +16,8 @@ pub struct NamedModel {
     /// Where the component sees the same file.
     pub guest_path: String,
     graph: OnceCell<Arc<SharedGraph>>,
+    /// Its computes, batched as its description says; `None` until [`ComponentModels::batch`].
+    batcher: Option<Arc<Batcher>>,
 }
 
 /// The named models of one component, resolved from its mounted files.
@@ -48,9 +51,34 @@ impl ComponentModels {
                 let existing: &NamedModel = existing;
                 return Err(NamingError::Duplicate { name, first: existing.guest_path.clone(), second: guest_path });
             }
-            models.insert(name, NamedModel { host_path, guest_path, graph: OnceCell::new() });
+            models.insert(name, NamedModel { host_path, guest_path, graph: OnceCell::new(), batcher: None });
         }
         Ok(Self { models })
+    }
+
+    /// Reads each model's batching from its description (`model.json` beside `NAME/model.onnx`,
+    /// or `NAME.json` beside `NAME.onnx`), if it has one; `dynamic` false turns dynamic
+    /// batching off (`max_batch_size` still holds).
+    pub fn batch(&mut self, cache: &Arc<GraphCache>, dynamic: bool) -> Result<(), PolicyError> {
+        for (name, model) in &mut self.models {
+            let description = if model.host_path.file_name().is_some_and(|f| f == "model.onnx") {
+                model.host_path.with_file_name("model.json")
+            } else {
+                model.host_path.with_extension("json")
+            };
+            let policy = if description.is_file() {
+                BatchPolicy::from_description(name, &description, &model.host_path, dynamic)?
+            } else {
+                BatchPolicy::default()
+            };
+            model.batcher = Some(Batcher::new(name, policy, cache.clone()));
+        }
+        Ok(())
+    }
+
+    /// The batchers of its models that merge computes.
+    pub fn batchers(&self) -> impl Iterator<Item = &Arc<Batcher>> {
+        self.models.values().filter_map(|m| m.batcher.as_ref()).filter(|b| b.policy().dynamic.is_some())
     }
 
     /// The names it may load.
@@ -59,7 +87,13 @@ impl ComponentModels {
     }
 
     /// Loads a named model through the shared cache; later calls return the same graph directly.
-    pub async fn load(&self, name: &str, cache: &GraphCache, backend: &Arc<dyn Backend>) -> Result<Arc<SharedGraph>, LoadByNameError> {
+    /// Its computes go through its batcher, if it has one.
+    pub async fn load(
+        &self,
+        name: &str,
+        cache: &GraphCache,
+        backend: &Arc<dyn Backend>,
+    ) -> Result<(Arc<SharedGraph>, Option<Arc<Batcher>>), LoadByNameError> {
         let model = self
             .models
             .get(name)
@@ -74,6 +108,7 @@ impl ComponentModels {
             })
             .await
             .cloned()
+            .map(|graph| (graph, model.batcher.clone()))
             .map_err(|source| LoadByNameError::Backend { name: name.to_owned(), source })
     }
 }

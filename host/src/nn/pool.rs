@@ -50,6 +50,7 @@ impl RunHistory {
 
 /// The engine-work pool: one slot per job the machine's cores can run at once.
 pub struct InferencePool {
+    size: usize,
     permits: Arc<tokio::sync::Semaphore>,
     watchdog: Watchdog,
 }
@@ -62,7 +63,12 @@ impl InferencePool {
 
     /// `size` jobs at once (at least one).
     pub fn with_size(size: usize) -> Self {
-        Self { permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))), watchdog: Watchdog::start() }
+        Self { size: size.max(1), permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))), watchdog: Watchdog::start() }
+    }
+
+    /// Jobs it runs at once.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// Runs `graph` once a slot is free: on the calling worker when its runs are typically

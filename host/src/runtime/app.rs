@@ -69,7 +69,10 @@ impl App {
             }
             let mounts = Mounts::prepare(manifest, id, component)?;
             let models = if options.named_models {
-                ComponentModels::from_mounted_files(mounts.files.iter().cloned()).with_context(|| format!("component '{id}'"))?
+                let mut models =
+                    ComponentModels::from_mounted_files(mounts.files.iter().cloned()).with_context(|| format!("component '{id}'"))?;
+                models.batch(&graphs, options.batching).with_context(|| format!("component '{id}'"))?;
+                models
             } else {
                 ComponentModels::default()
             };

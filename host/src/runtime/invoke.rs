@@ -6,6 +6,7 @@
 use super::app::App;
 use super::component::LoadedComponent;
 use super::instance::InstanceState;
+use crate::nn::batch::SubmitError;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -27,6 +28,14 @@ pub enum InvokeError {
         max_concurrent: usize,
         /// Its queue limit.
         max_queued: usize,
+    },
+    /// A model's batch queue is full (the guest's compute was not run).
+    #[error("component '{component}': {reason}")]
+    ModelBusy {
+        /// The component.
+        component: String,
+        /// Which model, and its queue bound.
+        reason: String,
     },
     /// The guest trapped or failed.
     #[error("component '{component}' {cause}")]
@@ -83,6 +92,9 @@ impl App {
             };
             let request = read_body(component, request).await?;
             self.run_guest(component, request, deadline).await.map_err(|e| {
+                if let Some(full) = e.chain().find_map(|c| c.downcast_ref::<SubmitError>()) {
+                    return InvokeError::ModelBusy { component: name(), reason: full.to_string() };
+                }
                 tracing::error!(component = %component.id, "guest failed: {e:?}");
                 let cause = match e.chain().find_map(|c| c.downcast_ref::<wasmtime::Trap>()) {
                     Some(trap) => format!("trapped: {trap}"),

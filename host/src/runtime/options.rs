@@ -11,6 +11,9 @@ pub struct HostOptions {
     /// Answer `load-by-name` (the default). Off, the host behaves like one without named
     /// graphs, so functions fall back to `load`ing their mounted model files.
     pub named_models: bool,
+    /// Merge concurrent computes on a named model whose description asks for dynamic batching
+    /// (the default). Off, every compute runs alone; `max_batch_size` still holds.
+    pub batching: bool,
     /// Link `wasi:nn` (the default). Off, the host is like Spin: no `wasi:nn` at all.
     pub wasi_nn: bool,
     /// Where compiled components are kept between starts.
@@ -29,6 +32,7 @@ impl Default for HostOptions {
     fn default() -> Self {
         Self {
             named_models: true,
+            batching: true,
             wasi_nn: true,
             cache: ComponentCache::disabled(),
             engine: EngineChoice::Auto,

@@ -89,7 +89,7 @@ impl TensorSpec {
 pub type NamedTensor = (String, Tensor);
 
 /// Errors at the engine seam; each maps to one wasi-nn error code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BackendError {
     /// The model bytes do not load (`invalid-encoding`).
     #[error("invalid model: {0}")]
@@ -220,6 +220,14 @@ impl RunControl {
 /// Validates named inputs against the graph, orders them as the graph declares, runs it and
 /// names the outputs. Engine panics become [`BackendError::Runtime`].
 pub fn compute(graph: &dyn Graph, inputs: Vec<NamedTensor>, control: &RunControl) -> Result<Vec<NamedTensor>, BackendError> {
+    let ordered = validate(graph, inputs)?;
+    let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(ordered, control)))
+        .map_err(|panic| BackendError::Runtime(format!("engine panicked: {}", panic_message(&panic))))??;
+    Ok(graph.outputs().iter().map(|s| s.name.clone()).zip(outputs).collect())
+}
+
+/// Checks named inputs against the graph's and returns them in its order.
+pub fn validate(graph: &dyn Graph, inputs: Vec<NamedTensor>) -> Result<Vec<Tensor>, BackendError> {
     let specs = graph.inputs();
     let expected = || specs.iter().map(|s| format!("'{}' {}", s.name, s.describe())).collect::<Vec<_>>().join(", ");
     let mut ordered: Vec<Option<Tensor>> = vec![None; specs.len()];
@@ -234,14 +242,11 @@ pub fn compute(graph: &dyn Graph, inputs: Vec<NamedTensor>, control: &RunControl
         specs[index].check(&tensor)?;
         ordered[index] = Some(tensor);
     }
-    let ordered = ordered
+    ordered
         .into_iter()
         .zip(specs)
         .map(|(t, s)| t.ok_or_else(|| BackendError::InvalidInput(format!("missing input '{}'; the model takes {}", s.name, expected()))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(ordered, control)))
-        .map_err(|panic| BackendError::Runtime(format!("engine panicked: {}", panic_message(&panic))))??;
-    Ok(graph.outputs().iter().map(|s| s.name.clone()).zip(outputs).collect())
+        .collect()
 }
 
 /// Loads a model with `backend`, turning an engine panic into [`BackendError::InvalidModel`].
