@@ -52,7 +52,7 @@ impl App {
                 "the components' max_concurrent_requests add up to more instance slots than the pool reserves; they share {instances}"
             );
         }
-        let wasm_engine = Engine::new(&wasm_engine_config(largest_memory, instances))?;
+        let wasm_engine = Engine::new(&wasm_engine_config(largest_memory, instances, options.keep_resident_bytes))?;
         epoch::start_ticking(&wasm_engine).context("starting the epoch clock")?;
         let linker = Arc::new(component::linker(&wasm_engine, options.wasi_nn)?);
         let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine(options.engine_threads))));
@@ -177,7 +177,7 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 32;
 
-fn wasm_engine_config(max_memory_bytes: usize, component_instances: usize) -> Config {
+fn wasm_engine_config(max_memory_bytes: usize, component_instances: usize, keep_resident_bytes: usize) -> Config {
     let instances = u32::try_from(component_instances).unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::default();
     pool.max_memory_size(max_memory_bytes)
@@ -188,7 +188,13 @@ fn wasm_engine_config(max_memory_bytes: usize, component_instances: usize) -> Co
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
         .max_tables_per_component(TABLES_PER_COMPONENT)
-        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT));
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
+        // A fresh instance per request: reset what the last one touched with memset (only the
+        // resident pages, where the kernel can tell) instead of madvise, which unmaps the pages,
+        // shoots down TLBs on every core, and makes the next request fault them back in.
+        .linear_memory_keep_resident(keep_resident_bytes)
+        .table_keep_resident(keep_resident_bytes)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = Config::new();
     config.wasm_component_model_async(true).epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config

@@ -26,6 +26,9 @@ pub struct HostOptions {
     pub engine_threads: usize,
     /// `--onnxruntime PATH`: the ONNX Runtime shared library.
     pub onnxruntime: Option<PathBuf>,
+    /// `--keep-resident-mib N`: bytes of each instance's linear memory and tables reset with
+    /// `memset` and kept mapped for the next instance, instead of unmapped with `madvise`.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for HostOptions {
@@ -39,6 +42,7 @@ impl Default for HostOptions {
             device: DeviceChoice::Auto,
             onnxruntime: None,
             engine_threads: 1,
+            keep_resident_bytes: 8 << 20,
         }
     }
 }
