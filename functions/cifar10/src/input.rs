@@ -42,7 +42,7 @@ pub fn from_request(content_type: &str, body: &[u8]) -> Result<Vec<f32>, InputEr
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonTensor {
-    data: serde_json::Value,
+    data: json_tensor::Flat,
     #[serde(default)]
     shape: Option<Vec<usize>>,
 }
@@ -52,14 +52,13 @@ struct JsonTensor {
 fn from_json(body: &[u8]) -> Result<Vec<f32>, InputError> {
     let tensor: JsonTensor = serde_json::from_slice(body)
         .map_err(|e| InputError::Bad(format!("invalid JSON tensor: {e}; expected {{\"data\": [...], \"shape\": [1, 32, 32, 3]}}")))?;
-    let mut values = Vec::with_capacity(VALUES);
-    let nested_shape = json_tensor::flatten(&tensor.data, &mut values).map_err(|e| InputError::Bad(format!("tensor 'input': {e}")))?;
-    let shape = tensor.shape.unwrap_or(nested_shape);
+    let values = tensor.data.numbers().map_err(|e| InputError::Bad(format!("tensor 'input': {e}")))?;
+    let shape = tensor.shape.unwrap_or_else(|| tensor.data.shape.clone());
     if shape != MODEL_SHAPE && shape != MODEL_SHAPE[1..] {
         return Err(InputError::Bad(format!("tensor 'input': expected shape [1, 32, 32, 3] (or [32, 32, 3]), got {shape:?}")));
     }
     if values.len() != VALUES {
         return Err(InputError::Bad(format!("tensor 'input': shape {shape:?} needs {VALUES} values, got {}", values.len())));
     }
-    Ok(values.into_iter().map(|v| v as f32).collect())
+    Ok(values.iter().map(|&v| v as f32).collect())
 }

@@ -165,7 +165,7 @@ struct InputTensor {
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<json_tensor::Flat>,
     #[serde(default)]
     parameters: Option<serde_json::Map<String, Value>>,
 }
@@ -339,9 +339,8 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
     Ok(response)
 }
 
-fn json_data(name: &str, ty: ElementType, shape: &[i64], data: &Value, bytes_needed: usize) -> Result<Vec<u8>, Failure> {
-    let mut values = Vec::new();
-    json_tensor::flatten(data, &mut values).map_err(|e| bad(format!("input '{name}': {e}")))?;
+fn json_data(name: &str, ty: ElementType, shape: &[i64], data: &json_tensor::Flat, bytes_needed: usize) -> Result<Vec<u8>, Failure> {
+    let values = data.numbers().map_err(|e| bad(format!("input '{name}': {e}")))?;
     let elements = bytes_needed / ty.size();
     if values.len() != elements {
         return Err(bad(format!("input '{name}': shape {shape:?} needs {elements} values, got {}", values.len())));
@@ -352,7 +351,7 @@ fn json_data(name: &str, ty: ElementType, shape: &[i64], data: &Value, bytes_nee
             .ok_or_else(|| bad(format!("input '{name}': {v} is not a valid {}", datatype_name(ty))))
     };
     let mut out = Vec::with_capacity(bytes_needed);
-    for v in values {
+    for &v in values {
         match ty {
             ElementType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
             ElementType::F64 => out.extend_from_slice(&v.to_le_bytes()),
