@@ -428,7 +428,7 @@ impl Batcher {
             replies.push((member.rows, member.reply));
         }
         tracing::debug!(model = %self.model, rows, computes = replies.len(), "batch");
-    self.executions.fetch_add(1, Ordering::Relaxed);
+        self.executions.fetch_add(1, Ordering::Relaxed);
         self.batched_computes.fetch_add(replies.len() as u64, Ordering::Relaxed);
         let result = self.cache.pool().compute(graph, merged, deadline).await;
         let outputs = match result {
