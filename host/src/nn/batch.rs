@@ -81,9 +81,6 @@ struct QueuePolicyDescription {
     default_timeout_microseconds: Option<u64>,
 }
 
-/// Members that may wait when the description sets no `max_queue_size`.
-const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
-
 /// Why a model's batching settings were refused at start.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -112,29 +109,41 @@ impl BatchPolicy {
         let refused = |reason: String| PolicyError::Description { path: description.display().to_string(), reason };
         let text = std::fs::read_to_string(description).map_err(|e| refused(e.to_string()))?;
         let declared: Description = serde_json::from_str(&text).map_err(|e| refused(e.to_string()))?;
+        let no_axis = |reason: String| PolicyError::NoBatchAxis { model: model.to_owned(), reason };
+        if declared.max_batch_size > 0 {
+            let bytes = std::fs::read(onnx).map_err(|e| refused(format!("{}: {e}", onnx.display())))?;
+            check_batch_axis(&bytes).map_err(no_axis)?;
+        }
         let Some(dynamic) = declared.dynamic_batching else {
             return Ok(Self { max_batch_size: declared.max_batch_size, dynamic: None });
         };
-        let no_axis = |reason: String| PolicyError::NoBatchAxis { model: model.to_owned(), reason };
         if declared.max_batch_size == 0 {
             return Err(no_axis("its max_batch_size is 0".into()));
         }
-        let bytes = std::fs::read(onnx).map_err(|e| refused(format!("{}: {e}", onnx.display())))?;
-        check_batch_axis(&bytes).map_err(no_axis)?;
         if let Some(&size) = dynamic.preferred_batch_size.iter().find(|&&s| s == 0 || s > declared.max_batch_size) {
             return Err(refused(format!("preferred batch size {size} is not within 1..={}", declared.max_batch_size)));
         }
+        if dynamic.max_queue_delay_microseconds > MAX_DELAY_US {
+            return Err(refused(format!("max_queue_delay_microseconds is over {MAX_DELAY_US} (one minute)")));
+        }
+        let policy = dynamic.default_queue_policy;
         let dynamic = DynamicBatching {
             max_queue_delay: Duration::from_micros(dynamic.max_queue_delay_microseconds),
             preferred_batch_sizes: dynamic.preferred_batch_size,
-            max_queue_size: dynamic.default_queue_policy.max_queue_size.unwrap_or(DEFAULT_MAX_QUEUE_SIZE),
-            queue_timeout: dynamic.default_queue_policy.default_timeout_microseconds.filter(|&us| us > 0).map(Duration::from_micros),
+            // As in Triton, 0 (or none) sets no bound of its own; the component's admission
+            // queue bounds it anyway.
+            max_queue_size: policy.max_queue_size.filter(|&n| n > 0).unwrap_or(usize::MAX),
+            queue_timeout: policy.default_timeout_microseconds.filter(|&us| us > 0).map(Duration::from_micros),
         };
         Ok(Self { max_batch_size: declared.max_batch_size, dynamic: enabled.then_some(dynamic) })
     }
 }
 
-/// Every input and output of the ONNX model must have a first dimension that is not fixed.
+/// The longest `max_queue_delay_microseconds` accepted.
+const MAX_DELAY_US: u64 = 60_000_000;
+
+/// Every input and output of the ONNX model must have the same named symbol as its first
+/// dimension: the batch. An unnamed one, or another name, might be anything (a count of boxes).
 fn check_batch_axis(onnx: &[u8]) -> Result<(), String> {
     use tract_onnx::pb::tensor_shape_proto::dimension::Value;
     use tract_onnx::pb::type_proto;
@@ -143,17 +152,25 @@ fn check_batch_axis(onnx: &[u8]) -> Result<(), String> {
     let graph = proto.graph.unwrap_or_default();
     let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs = graph.input.iter().filter(|v| !initializers.contains(&v.name.as_str()));
+    let mut batch: Option<(String, String)> = None;
     for (kind, value) in inputs.map(|v| ("input", v)).chain(graph.output.iter().map(|v| ("output", v))) {
         let first = match value.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(type_proto::Value::TensorType(t)) => t.shape.as_ref().and_then(|s| s.dim.first()).map(|d| d.value.clone()),
             _ => None,
         };
-        match first {
-            Some(Some(Value::DimValue(n))) if n > 0 => {
-                return Err(format!("its {kind} '{}' has a fixed first dimension of {n}", value.name));
+        let tensor = format!("its {kind} '{}'", value.name);
+        let symbol = match first {
+            Some(Some(Value::DimParam(symbol))) if !symbol.is_empty() => symbol,
+            Some(Some(Value::DimValue(n))) => return Err(format!("{tensor} has a fixed first dimension of {n}")),
+            Some(_) => return Err(format!("{tensor} has an unnamed first dimension")),
+            None => return Err(format!("{tensor} declares no shape")),
+        };
+        match &batch {
+            Some((first_tensor, name)) if *name != symbol => {
+                return Err(format!("{tensor}'s first dimension is '{symbol}', {first_tensor}'s is '{name}'"));
             }
-            None => return Err(format!("its {kind} '{}' declares no shape", value.name)),
-            _ => {}
+            Some(_) => {}
+            None => batch = Some((tensor, symbol)),
         }
     }
     Ok(())
@@ -286,38 +303,46 @@ impl Batcher {
             }
             return Ok(self.cache.pool().compute(graph, inputs, deadline).await?.0);
         };
-        let inputs = backend::validate(graph.graph(), inputs)?;
-        let rows = self.rows_of_ordered(&inputs)?;
-        let key = inputs.iter().map(|t| (t.dims.get(1..).unwrap_or_default().to_vec(), t.ty)).collect();
-        let now = Instant::now();
-        let leaves = dynamic.queue_timeout.map_or(deadline, |t| deadline.min(now + t));
-        let (reply, answer) = oneshot::channel();
-        let member = Member { graph, inputs, rows, key, deadline, leaves, enqueued: now, reply };
-        {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if queue.waiting.len() >= dynamic.max_queue_size {
-                return Err(SubmitError::QueueFull { model: self.model.clone(), max_queue_size: dynamic.max_queue_size });
-            }
-            queue.waiting.push_back(member);
-            if !queue.dispatcher {
-                queue.dispatcher = true;
-                tokio::spawn(dispatch(Arc::downgrade(self)));
-            }
-        }
+        let queued = self.join(graph, inputs, deadline, dynamic);
+        // This instance is no longer coming, whether it joined or was refused.
         if let Some(interest) = interest {
             interest.release();
         }
+        let answer = queued?;
         self.wake.notify_one();
         answer.await.unwrap_or_else(|_| Err(BackendError::Runtime("the batch was dropped".into()))).map_err(SubmitError::from)
+    }
+
+    /// Validates a compute and puts it in the queue.
+    fn join(
+        self: &Arc<Self>,
+        graph: Arc<SharedGraph>,
+        inputs: Vec<NamedTensor>,
+        deadline: Instant,
+        dynamic: &DynamicBatching,
+    ) -> Result<oneshot::Receiver<Result<Vec<NamedTensor>, BackendError>>, SubmitError> {
+        let inputs = backend::validate(graph.graph(), inputs)?;
+        let rows = self.rows_of(graph.graph().inputs().iter().map(|s| s.name.as_str()).zip(&inputs))?;
+        let key = inputs.iter().map(|t| (t.dims.get(1..).unwrap_or_default().to_vec(), t.ty)).collect();
+        let now = Instant::now();
+        let leaves = dynamic.queue_timeout.and_then(|t| now.checked_add(t)).map_or(deadline, |t| deadline.min(t));
+        let (reply, answer) = oneshot::channel();
+        let member = Member { graph, inputs, rows, key, deadline, leaves, enqueued: now, reply };
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.waiting.len() >= dynamic.max_queue_size {
+            return Err(SubmitError::QueueFull { model: self.model.clone(), max_queue_size: dynamic.max_queue_size });
+        }
+        queue.waiting.push_back(member);
+        if !queue.dispatcher {
+            queue.dispatcher = true;
+            tokio::spawn(dispatch(Arc::downgrade(self)));
+        }
+        Ok(answer)
     }
 
     /// The rows of named inputs, refused past `max_batch_size`.
     fn rows(&self, inputs: &[NamedTensor]) -> Result<usize, BackendError> {
         self.rows_of(inputs.iter().map(|(name, t)| (name.as_str(), t)))
-    }
-
-    fn rows_of_ordered(&self, inputs: &[Tensor]) -> Result<usize, BackendError> {
-        self.rows_of(inputs.iter().map(|t| ("", t)))
     }
 
     fn rows_of<'a>(&self, mut inputs: impl Iterator<Item = (&'a str, &'a Tensor)>) -> Result<usize, BackendError> {
@@ -350,8 +375,10 @@ impl Batcher {
             ))));
         }
         let Some(first) = queue.waiting.front() else { return Err(None) };
+        let soonest_leave = queue.waiting.iter().map(|m| m.leaves).min();
         if queue.running >= self.max_running {
-            return Err(None);
+            // A batch ending wakes the dispatcher; a member's timeout must too.
+            return Err(soonest_leave);
         }
         let (mut rows, mut picked) = (0, Vec::new());
         for (at, m) in queue.waiting.iter().enumerate() {
@@ -360,11 +387,10 @@ impl Batcher {
                 picked.push(at);
             }
         }
-        let flush_at = first.enqueued + dynamic.max_queue_delay;
+        let flush_at = first.enqueued.checked_add(dynamic.max_queue_delay).unwrap_or(first.leaves);
         let full = rows == self.policy.max_batch_size || dynamic.preferred_batch_sizes.contains(&rows);
         if !(full || queue.coming == 0 || now >= flush_at) {
-            let soonest_leave = queue.waiting.iter().map(|m| m.leaves).min().unwrap_or(flush_at);
-            return Err(Some(flush_at.min(soonest_leave)));
+            return Err(Some(soonest_leave.map_or(flush_at, |leave| leave.min(flush_at))));
         }
         queue.running += 1;
         // Removed from the back, so the positions still ahead stay where they were.
@@ -376,6 +402,13 @@ impl Batcher {
 
 /// Forms batches while the batcher lives and sends each to the engine.
 async fn dispatch(batcher: Weak<Batcher>) {
+    // Should this task end some other way than the batcher going (a panic), the next compute
+    // starts another.
+    let _restart = OnDrop(|| {
+        if let Some(this) = batcher.upgrade() {
+            this.queue.lock().unwrap_or_else(|e| e.into_inner()).dispatcher = false;
+        }
+    });
     loop {
         let Some(this) = batcher.upgrade() else { return };
         let Some(dynamic) = this.policy.dynamic.clone() else { return };
@@ -383,9 +416,12 @@ async fn dispatch(batcher: Weak<Batcher>) {
         match next {
             Ok(members) => {
                 tokio::spawn(async move {
+                    // Its slot is given back however the batch ends, a panic included.
+                    let _slot = OnDrop(|| {
+                        this.queue.lock().unwrap_or_else(|e| e.into_inner()).running -= 1;
+                        this.wake.notify_one();
+                    });
                     this.run_batch(members).await;
-                    this.queue.lock().unwrap_or_else(|e| e.into_inner()).running -= 1;
-                    this.wake.notify_one();
                 });
             }
             Err(look_again) => {
@@ -403,9 +439,27 @@ async fn dispatch(batcher: Weak<Batcher>) {
     }
 }
 
+/// Runs a closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+impl Drop for Batcher {
+    /// Wakes the dispatcher, which then finds the batcher gone and ends.
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
 impl Batcher {
     /// One engine call for every member, each answered with its own rows.
-    async fn run_batch(&self, members: Vec<Member>) {
+    async fn run_batch(&self, mut members: Vec<Member>) {
+        // Requests gone while the batch formed are not computed.
+        members.retain(|m| !m.reply.is_closed());
         let Some(first) = members.first() else { return };
         let graph = first.graph.clone();
         let rows: usize = members.iter().map(|m| m.rows).sum();
@@ -565,6 +619,25 @@ mod tests {
         let err = batcher.compute(graph.clone(), vec![("x".into(), floats(&[1, 3], 0))], deadline, None).await.unwrap_err();
         assert!(err.to_string().contains("waited"), "{err}");
         assert!(started.elapsed() < Duration::from_millis(900));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let cache = Arc::new(GraphCache::new(Arc::new(InferencePool::with_size(1))));
+        let graph = relu(&cache).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut policy = dynamic(10_000_000, Some(Duration::from_millis(200)));
+        policy.dynamic.as_mut().unwrap().max_queue_size = 1;
+        let batcher = Batcher::new("relu", policy, cache.clone());
+        let _other = batcher.interest();
+        let waiting = batcher.compute(graph.clone(), vec![("x".into(), floats(&[1, 3], 0))], deadline, None);
+        let refused = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            batcher.compute(graph.clone(), vec![("x".into(), floats(&[1, 3], 1))], deadline, None).await
+        };
+        let (waited, refused) = tokio::join!(waiting, refused);
+        assert!(matches!(refused, Err(SubmitError::QueueFull { max_queue_size: 1, .. })), "{refused:?}");
+        assert!(waited.unwrap_err().to_string().contains("waited"));
     }
 
     #[test]

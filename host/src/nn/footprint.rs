@@ -53,18 +53,25 @@ pub enum PeakError {
     /// An input's shape does not fit what the graph declares.
     #[error("input '{0}' does not have the shape the model declares")]
     Shape(String),
+    /// An input the graph takes was not handed over.
+    #[error("missing input '{0}'")]
+    Missing(String),
+    /// Some tensor's size does not come out as a number for these inputs (an input missing, or
+    /// a size past 2⁶³), so the compute is refused rather than left unchecked.
+    #[error("the size of the graph's tensors cannot be worked out for these inputs")]
+    Unbounded,
 }
 
 /// A graph's tensors as sizes in terms of its inputs' dimensions, in evaluation order.
 pub struct Footprint {
     /// Per input (by name): the symbol each axis binds, if it is one.
     inputs: Vec<(String, Vec<Option<Symbol>>)>,
-    /// Per tensor the engine allocates: element count and bytes per element.
-    tensors: Vec<(TDim, usize)>,
+    /// Per tensor the engine allocates: its dimensions and bytes per element.
+    tensors: Vec<(Vec<TDim>, usize)>,
     /// Per step: the tensors it allocates, then the ones no later step reads.
     steps: Vec<(Vec<usize>, Vec<usize>)>,
-    /// Peaks already worked out, by input shapes.
-    peaks: Mutex<HashMap<Vec<Vec<u32>>, u128>>,
+    /// Peaks already worked out, by the shapes of the inputs in the graph's order.
+    peaks: Mutex<HashMap<Vec<Option<Vec<u32>>>, u128>>,
 }
 
 /// Peaks kept per graph; past it the record starts over.
@@ -111,13 +118,13 @@ impl Footprint {
             }
         }
         let mut tensors = Vec::new();
-        let mut index: HashMap<OutletId, usize> = HashMap::new();
         let mut steps: Vec<(Vec<usize>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); order.len()];
         for (at, &node) in order.iter().enumerate() {
             let node = model.node(node);
-            // Sources are the inputs (already counted as the guest's tensors) and the weights
-            // (counted as the model's bytes).
-            if node.inputs.is_empty() {
+            // The inputs are counted as the guest's tensors and the weights as the model's bytes;
+            // every other node allocates, even one without inputs (`RandomUniform`).
+            if node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>() || node.op_is::<tract_onnx::tract_core::ops::konst::Const>()
+            {
                 continue;
             }
             for (slot, output) in node.outputs.iter().enumerate() {
@@ -127,9 +134,8 @@ impl Footprint {
                     let tensor = model.outlet_label(outlet).map(str::to_owned).unwrap_or_else(|| node.name.clone());
                     return Err(FootprintError::DataDependent { tensor });
                 }
-                index.insert(outlet, tensors.len());
                 steps[at].0.push(tensors.len());
-                tensors.push((volume, output.fact.datum_type.size_of()));
+                tensors.push((output.fact.shape.iter().cloned().collect(), output.fact.datum_type.size_of()));
                 let freed_at = if kept.contains(&outlet) { None } else { last_read.get(&outlet).copied().or(Some(at)) };
                 if let Some(freed_at) = freed_at {
                     steps[freed_at.max(position[&node.id])].1.push(tensors.len() - 1);
@@ -142,36 +148,33 @@ impl Footprint {
     /// The most bytes of intermediate and output tensors held at once when running on inputs of
     /// these shapes (by input name; ones the graph does not have are ignored).
     pub fn peak(&self, inputs: &[(&str, &[u32])]) -> Result<u128, PeakError> {
-        let shapes: Vec<Vec<u32>> = inputs.iter().map(|(_, dims)| dims.to_vec()).collect();
+        let shapes: Vec<Option<Vec<u32>>> =
+            self.inputs.iter().map(|(name, _)| inputs.iter().find(|(n, _)| n == name).map(|(_, dims)| dims.to_vec())).collect();
         if let Some(&peak) = self.peaks.lock().unwrap_or_else(|e| e.into_inner()).get(&shapes) {
             return Ok(peak);
         }
         let mut values = SymbolValues::default();
-        for (name, axes) in &self.inputs {
-            let Some((_, dims)) = inputs.iter().find(|(n, _)| n == name) else { continue };
+        for ((name, axes), dims) in self.inputs.iter().zip(&shapes) {
+            let Some(dims) = dims else { return Err(PeakError::Missing(name.clone())) };
             if dims.len() != axes.len() {
                 return Err(PeakError::Shape(name.clone()));
             }
             for (symbol, &dim) in axes.iter().zip(dims.iter()) {
-                if let Some(symbol) = symbol {
-                    values.set(symbol, i64::from(dim));
+                let Some(symbol) = symbol else { continue };
+                // Two inputs may not give one symbol two sizes (ONNX Runtime would not check).
+                match values.get(symbol) {
+                    Some(bound) if bound != i64::from(dim) => return Err(PeakError::Shape(name.clone())),
+                    _ => values.set(symbol, i64::from(dim)),
                 }
             }
         }
-        let sizes: Vec<u128> = self
-            .tensors
-            .iter()
-            .map(|(volume, size)| {
-                // An unbound symbol (an input not handed over) is left to the engine to refuse.
-                let elements = volume.eval(&values).to_i64().map_or(0, |n| n.max(0) as u128);
-                elements.saturating_mul(*size as u128)
-            })
-            .collect();
+        // tract's expression evaluation is not meant for hostile input: a panic there refuses.
+        let sizes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sizes(&values))).map_err(|_| PeakError::Unbounded)??;
         let (mut held, mut peak) = (0u128, 0u128);
         for (allocated, freed) in &self.steps {
-            held += allocated.iter().map(|&t| sizes[t]).sum::<u128>();
+            held = held.saturating_add(allocated.iter().fold(0u128, |sum, &t| sum.saturating_add(sizes[t])));
             peak = peak.max(held);
-            held -= freed.iter().map(|&t| sizes[t]).sum::<u128>();
+            held = held.saturating_sub(freed.iter().fold(0u128, |sum, &t| sum.saturating_add(sizes[t])));
         }
         let mut peaks = self.peaks.lock().unwrap_or_else(|e| e.into_inner());
         if peaks.len() >= MAX_PEAKS {
@@ -179,6 +182,19 @@ impl Footprint {
         }
         peaks.insert(shapes, peak);
         Ok(peak)
+    }
+
+    /// Every tensor's bytes for these symbol values; a size that is not a number refuses.
+    fn sizes(&self, values: &SymbolValues) -> Result<Vec<u128>, PeakError> {
+        self.tensors
+            .iter()
+            .map(|(dims, size)| {
+                dims.iter().try_fold(*size as u128, |bytes, dim| {
+                    let n = dim.eval_to_i64(values).map_err(|_| PeakError::Unbounded)?;
+                    Ok(bytes.saturating_mul(n.max(0) as u128))
+                })
+            })
+            .collect()
     }
 
     /// Refuses inputs on which the graph would hold more than `limit` bytes at once.

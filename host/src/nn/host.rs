@@ -133,8 +133,13 @@ impl NnView<'_> {
         let inputs = taken;
         if let Some(footprint) = graph.footprint() {
             let shapes: Vec<(&str, &[u32])> = inputs.iter().map(|(name, t)| (name.as_str(), t.dims.as_slice())).collect();
-            if let Err(e) = footprint.check(&shapes, self.ctx.tensors.available()) {
-                let code = if let PeakError::Shape(_) = e { ErrorCode::InvalidArgument } else { ErrorCode::TooLarge };
+            // The engine holds the inputs beside what the graph makes of them.
+            let input_bytes: usize = inputs.iter().map(|(_, t)| t.data.len()).sum();
+            if let Err(e) = footprint.check(&shapes, self.ctx.tensors.available().saturating_sub(input_bytes)) {
+                let code = match e {
+                    PeakError::Shape(_) | PeakError::Missing(_) => ErrorCode::InvalidArgument,
+                    PeakError::OverBudget { .. } | PeakError::Unbounded => ErrorCode::TooLarge,
+                };
                 return Ok(Err(NnError::new(code, e.to_string())));
             }
         }
