@@ -5,6 +5,9 @@
 //! - `GET /v2/health/live`, `GET /v2/health/ready`: the listener only opens once the app is built
 //!   (and, with `--preload`, every model loaded), so both are 200 while serving.
 //! - `GET /v2/models` and Triton's `POST /v2/repository/index`: the models the routes serve.
+//! - `GET /v2/models/stats`, `GET /v2/models/{m}[/versions/{v}]/stats`: the statistics
+//!   extension, from what the host saw of each model's computes (`crate::nn::stats`), whichever
+//!   route asked for them; the functions never see these paths.
 //! - `/v2/models/{m}/...` with no route for `m`: 404 `unknown model`.
 
 use super::response::{HostResponse, json, json_error};
@@ -13,7 +16,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 /// Extensions whose endpoints Spindle implements in full.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "statistics"];
 
 /// Answers a server-level protocol request, or `None` to let routing continue.
 pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
@@ -24,14 +27,52 @@ pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
         "/v2/health/live" | "/v2/health/ready" if get => json(&json!({"live": true, "ready": true})),
         "/v2/models" if get => json(&json!({"models": index(app)})),
         "/v2/repository/index" if method == Method::POST => json(&json!(index(app))),
+        "/v2/models/stats" if get => json(&json!({"model_stats": statistics(app, None, "1")})),
         _ => {
-            let model = path.strip_prefix("/v2/models/")?.split('/').next()?;
+            let rest = path.strip_prefix("/v2/models/")?;
+            let model = rest.split('/').next()?;
+            let version = match rest.strip_prefix(model)?.strip_suffix("/stats") {
+                Some("") => Some("1"),
+                Some(versioned) => versioned.strip_prefix("/versions/").filter(|v| !v.contains('/')),
+                None => None,
+            };
+            if let (true, Some(version)) = (get, version) {
+                let found = statistics(app, Some(model), version);
+                return Some(if found.is_empty() {
+                    json_error(
+                        StatusCode::NOT_FOUND,
+                        format!("no statistics for model '{model}': no component mounts a model of that name"),
+                    )
+                } else {
+                    json(&json!({"model_stats": found}))
+                });
+            }
             if app.router().route(path).is_some() {
                 return None;
             }
             json_error(StatusCode::NOT_FOUND, format!("unknown model '{model}' (served here: {:?})", names(app)))
         }
     })
+}
+
+/// Triton's `model_stats` for `model` (every model when `None`), summed over the components that
+/// mount a model of that name.
+fn statistics(app: &App, model: Option<&str>, version: &str) -> Vec<serde_json::Value> {
+    let mut by_name: std::collections::BTreeMap<&str, serde_json::Value> = std::collections::BTreeMap::new();
+    for component in app.components() {
+        for (name, stats) in component.nn.models.stats() {
+            if model.is_some_and(|m| m != name) {
+                continue;
+            }
+            match by_name.get_mut(name) {
+                Some(sum) => stats.merge_into(sum),
+                None => {
+                    by_name.insert(name, stats.json(name, version));
+                }
+            }
+        }
+    }
+    by_name.into_values().collect()
 }
 
 fn names(app: &App) -> Vec<String> {

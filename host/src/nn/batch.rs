@@ -22,10 +22,10 @@
 
 use super::backend::{self, BackendError, ElementType, NamedTensor, Tensor};
 use super::graphs::{GraphCache, SharedGraph};
+use super::stats::{ComputeTimes, ModelStats};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
@@ -202,9 +202,8 @@ pub struct Batcher {
     max_running: usize,
     queue: Mutex<Queue>,
     wake: Arc<Notify>,
-    /// Engine calls made for batches, and computes they answered.
-    executions: AtomicU64,
-    batched_computes: AtomicU64,
+    /// What it has seen, for the statistics extension.
+    stats: ModelStats,
 }
 
 #[derive(Default)]
@@ -229,7 +228,7 @@ struct Member {
     /// When it stops waiting in the queue (its deadline, or its queue timeout).
     leaves: Instant,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<Vec<NamedTensor>, BackendError>>,
+    reply: Reply,
 }
 
 /// A running instance that may still compute on a batched model: while it is counted, a lone
@@ -265,8 +264,7 @@ impl Batcher {
             max_running,
             queue: Mutex::default(),
             wake: Arc::default(),
-            executions: AtomicU64::new(0),
-            batched_computes: AtomicU64::new(0),
+            stats: ModelStats::default(),
         })
     }
 
@@ -275,9 +273,9 @@ impl Batcher {
         &self.policy
     }
 
-    /// Engine calls made for batches so far, and the computes they answered.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.executions.load(Ordering::Relaxed), self.batched_computes.load(Ordering::Relaxed))
+    /// What it has seen of its model's computes.
+    pub fn stats(&self) -> &ModelStats {
+        &self.stats
     }
 
     /// Counts an instance that may compute here, until the returned guard says otherwise.
@@ -296,21 +294,34 @@ impl Batcher {
         deadline: Instant,
         interest: Option<&mut Interest>,
     ) -> Result<Vec<NamedTensor>, SubmitError> {
-        let max = self.policy.max_batch_size;
+        let started = Instant::now();
         let Some(dynamic) = &self.policy.dynamic else {
-            if max > 0 {
-                self.rows(&inputs)?;
+            let alone = self.alone(graph, inputs, deadline).await;
+            if alone.is_err() {
+                self.stats.failed(started.elapsed());
             }
-            return Ok(self.cache.pool().compute(graph, inputs, deadline).await?.0);
+            return alone;
         };
         let queued = self.join(graph, inputs, deadline, dynamic);
         // This instance is no longer coming, whether it joined or was refused.
         if let Some(interest) = interest {
             interest.release();
         }
-        let answer = queued?;
+        let answer = queued.inspect_err(|_| self.stats.failed(started.elapsed()))?;
         self.wake.notify_one();
         answer.await.unwrap_or_else(|_| Err(BackendError::Runtime("the batch was dropped".into()))).map_err(SubmitError::from)
+    }
+
+    /// Runs one compute on its own, `max_batch_size` checked.
+    async fn alone(&self, graph: Arc<SharedGraph>, inputs: Vec<NamedTensor>, deadline: Instant) -> Result<Vec<NamedTensor>, SubmitError> {
+        let rows = if self.policy.max_batch_size > 0 { self.rows(&inputs)? } else { 1 };
+        let started = Instant::now();
+        let (outputs, infer) = self.cache.pool().compute(graph, inputs, deadline).await?;
+        let took = started.elapsed();
+        let times = ComputeTimes { queue: took.saturating_sub(infer), infer, ..ComputeTimes::default() };
+        self.stats.executed(rows, times);
+        self.stats.succeeded(rows, took, times);
+        Ok(outputs)
     }
 
     /// Validates a compute and puts it in the queue.
@@ -369,6 +380,7 @@ impl Batcher {
                 continue;
             }
             let m = queue.waiting.remove(at).expect("in bounds");
+            self.stats.failed(now.duration_since(m.enqueued));
             let waited = now.duration_since(m.enqueued).as_millis();
             let _ = m.reply.send(Err(BackendError::Stopped(format!(
                 "the compute waited {waited} ms to be batched, past its request's deadline or queue timeout"
@@ -474,35 +486,37 @@ impl Batcher {
                 (spec.name.clone(), Tensor { dims, ty: t.ty, data: Vec::with_capacity(t.data.len() / t.dims[0].max(1) as usize * rows) })
             })
             .collect();
+        let formed = Instant::now();
         let mut replies = Vec::with_capacity(members.len());
         for member in members {
             for ((_, into), tensor) in merged.iter_mut().zip(member.inputs) {
                 into.data.extend_from_slice(&tensor.data);
             }
-            replies.push((member.rows, member.reply));
+            replies.push((member.rows, member.enqueued, member.reply));
         }
         tracing::debug!(model = %self.model, rows, computes = replies.len(), "batch");
-        self.executions.fetch_add(1, Ordering::Relaxed);
-        self.batched_computes.fetch_add(replies.len() as u64, Ordering::Relaxed);
+        let sent = Instant::now();
         let result = self.cache.pool().compute(graph, merged, deadline).await;
-        let outputs = match result {
-            Ok((outputs, _)) => outputs,
-            Err(e) => {
-                for (_, reply) in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-                return;
+        let computed = Instant::now();
+        let fail = |e: BackendError, replies: Vec<(usize, Instant, Reply)>| {
+            for (_, enqueued, reply) in replies {
+                self.stats.failed(computed.duration_since(enqueued));
+                let _ = reply.send(Err(e.clone()));
             }
+        };
+        let (outputs, infer) = match result {
+            Ok(done) => done,
+            Err(e) => return fail(e, replies),
         };
         if let Some((name, t)) = outputs.iter().find(|(_, t)| t.dims.first().copied() != Some(rows as u32)) {
             let e = BackendError::Runtime(format!("output '{name}' has dimensions {:?}, not {rows} rows, so it cannot be split", t.dims));
-            for (_, reply) in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-            return;
+            return fail(e, replies);
         }
-        let mut start = 0;
-        for (own, reply) in replies {
+        let slot_wait = computed.duration_since(sent).saturating_sub(infer);
+        let mut times = ComputeTimes { queue: Duration::ZERO, input: sent.duration_since(formed), infer, output: Duration::ZERO };
+        let (mut start, mut splitting_total) = (0, Duration::ZERO);
+        for (own, enqueued, reply) in replies {
+            let splitting = Instant::now();
             let split = outputs
                 .iter()
                 .map(|(name, t)| {
@@ -512,11 +526,21 @@ impl Batcher {
                     (name.clone(), Tensor { dims, ty: t.ty, data: t.data[start * row_bytes..(start + own) * row_bytes].to_vec() })
                 })
                 .collect();
+            let answered = Instant::now();
+            times.queue = formed.duration_since(enqueued) + slot_wait;
+            times.output = answered.duration_since(splitting);
+            splitting_total += times.output;
+            self.stats.succeeded(own, answered.duration_since(enqueued), times);
             let _ = reply.send(Ok(split));
             start += own;
         }
+        times.output = splitting_total;
+        self.stats.executed(rows, times);
     }
 }
+
+/// Where a batch member's answer goes.
+type Reply = oneshot::Sender<Result<Vec<NamedTensor>, BackendError>>;
 
 #[cfg(test)]
 mod tests {
@@ -585,8 +609,12 @@ mod tests {
             assert_eq!(got[0].1.dims, alone[0].1.dims, "compute {i}");
             assert_eq!(got[0].1.data, alone[0].1.data, "compute {i}");
         }
-        let (executions, computes) = batcher.counts();
+        let stats = batcher.stats().json("relu", "1");
+        let (executions, computes) =
+            (stats["execution_count"].as_u64().unwrap(), stats["inference_stats"]["success"]["count"].as_u64().unwrap());
         assert_eq!(computes, 199);
+        assert_eq!(stats["inference_stats"]["fail"]["count"], 1, "the poisoned one");
+        assert_eq!(stats["inference_count"], (0..200).filter(|&i| i != 100).map(|i| i % 3 + 1).sum::<u64>());
         assert!(executions < computes, "{executions} engine calls for {computes} computes: nothing was merged");
     }
 

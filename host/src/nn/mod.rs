@@ -22,6 +22,7 @@ pub mod models;
 pub mod onnx;
 pub mod policy;
 pub mod pool;
+pub mod stats;
 
 /// The hostile fixture's model writer: graphs as a guest would hand them over.
 #[cfg(test)]

@@ -81,6 +81,11 @@ impl ComponentModels {
         self.models.values().filter_map(|m| m.batcher.as_ref()).filter(|b| b.policy().dynamic.is_some())
     }
 
+    /// What each named model's computes have been so far, by name.
+    pub fn stats(&self) -> impl Iterator<Item = (&str, &super::stats::ModelStats)> {
+        self.models.iter().filter_map(|(name, m)| Some((name.as_str(), m.batcher.as_ref()?.stats())))
+    }
+
     /// The names it may load.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
