@@ -102,6 +102,10 @@ enum Command {
         /// with madvise; 0 unmaps all of it, as wasmtime does by default.
         #[arg(long, value_name = "N", default_value_t = 8)]
         keep_resident_mib: usize,
+        /// On SIGTERM or SIGINT: seconds to let requests in flight finish before exiting (new
+        /// connections are refused at once; Kubernetes' default grace period is 30 s).
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        shutdown_timeout_s: u64,
     },
     /// Run each component's build command (like `spin build`).
     Build {
@@ -191,6 +195,7 @@ fn main() -> Result<()> {
             no_named_models,
             no_batching,
             keep_resident_mib,
+            shutdown_timeout_s,
         } => {
             let manifest = Manifest::load(&manifest)?;
             if build {
@@ -258,8 +263,27 @@ fn main() -> Result<()> {
                 for (route, component) in server.routes() {
                     println!("  http://{addr}{route} -> {component}");
                 }
-                server.serve().await
+                server.serve_until(shutdown_signal(), std::time::Duration::from_secs(shutdown_timeout_s)).await?;
+                println!("Stopped");
+                Ok(())
             })
         }
     }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    eprintln!("Shutting down: finishing requests in flight");
 }

@@ -3,7 +3,8 @@
 //!
 //! - `GET /v2`: server metadata and the protocol extensions Spindle really supports.
 //! - `GET /v2/health/live`, `GET /v2/health/ready`: the listener only opens once the app is built
-//!   (and, with `--preload`, every model loaded), so both are 200 while serving.
+//!   (and, with `--preload`, every model loaded), so both are 200 while serving; once shutdown
+//!   begins, ready is 503 `{"ready": false}`.
 //! - `GET /v2/models` and Triton's `POST /v2/repository/index`: the models the routes serve.
 //! - `GET /v2/models/stats`, `GET /v2/models/{m}[/versions/{v}]/stats`: the statistics
 //!   extension, from what the host saw of each model's computes (`crate::nn::stats`), whichever
@@ -24,6 +25,11 @@ pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
     let get = method == Method::GET;
     Some(match path {
         "/v2" if get => json(&json!({"name": "spindle", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS})),
+        "/v2/health/ready" if get && app.is_draining() => {
+            let mut response = json(&json!({"live": true, "ready": false}));
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+        }
         "/v2/health/live" | "/v2/health/ready" if get => json(&json!({"live": true, "ready": true})),
         "/v2/models" if get => json(&json!({"models": index(app)})),
         "/v2/repository/index" if method == Method::POST => json(&json!(index(app))),

@@ -32,6 +32,8 @@ pub struct App {
     graphs: Arc<GraphCache>,
     inference_engines: InferenceEngines,
     compiler: Compiler,
+    /// Set once shutdown begins: readiness answers false.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -95,7 +97,17 @@ impl App {
             components.insert(id.clone(), Arc::new(loaded));
         }
         let compiler = Compiler { wasm_engine, linker, cache: options.cache.clone(), compiled: Arc::new(CompiledComponents::default()) };
-        Ok(Self { router: manifest.router.clone(), components, graphs, inference_engines, compiler })
+        Ok(Self { router: manifest.router.clone(), components, graphs, inference_engines, compiler, draining: Default::default() })
+    }
+
+    /// Marks the app as shutting down: readiness answers false from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The routes, as validated with the manifest.
