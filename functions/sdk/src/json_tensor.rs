@@ -1,6 +1,6 @@
 //! Tensors written as JSON numbers: flat or nested (row-major) arrays, flattened while they are
-//! parsed, never built as a `serde_json::Value` tree (a number there costs ~80 ns to walk and
-//! 32 bytes to hold; a 32×32×3 image is 3,072 of them).
+//! parsed, never built as a `serde_json::Value` tree (every number a 32-byte node to allocate and
+//! walk; a 32×32×3 image is 3,072 of them).
 
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use std::fmt;

@@ -11,7 +11,7 @@
 //!   route asked for them; the functions never see these paths.
 //! - `/v2/models/{m}/...` with no route for `m`: 404 `unknown model`.
 
-use super::response::{HostResponse, json, json_error};
+use super::response::{HostResponse, json, json_error, json_with_status};
 use crate::runtime::App;
 use http::{Method, StatusCode};
 use serde_json::json;
@@ -26,9 +26,7 @@ pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
     Some(match path {
         "/v2" if get => json(&json!({"name": "spindle", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS})),
         "/v2/health/ready" if get && app.is_draining() => {
-            let mut response = json(&json!({"live": true, "ready": false}));
-            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            response
+            json_with_status(StatusCode::SERVICE_UNAVAILABLE, &json!({"live": true, "ready": false}))
         }
         "/v2/health/live" | "/v2/health/ready" if get => json(&json!({"live": true, "ready": true})),
         "/v2/models" if get => json(&json!({"models": index(app)})),
@@ -42,7 +40,10 @@ pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
                 Some(versioned) => versioned.strip_prefix("/versions/").filter(|v| !v.contains('/')),
                 None => None,
             };
-            if let (true, Some(version)) = (get, version) {
+            if version.is_some() && !get {
+                return Some(json_error(StatusCode::METHOD_NOT_ALLOWED, format!("use GET for {path}")));
+            }
+            if let Some(version) = version {
                 let found = statistics(app, Some(model), version);
                 return Some(if found.is_empty() {
                     json_error(

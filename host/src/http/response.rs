@@ -17,7 +17,7 @@ pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> HostRe
     json_with_status(status, &serde_json::json!({ "error": message.to_string() }))
 }
 
-fn json_with_status(status: StatusCode, body: &serde_json::Value) -> HostResponse {
+pub(super) fn json_with_status(status: StatusCode, body: &serde_json::Value) -> HostResponse {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

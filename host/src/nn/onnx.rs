@@ -155,39 +155,13 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A protobuf writer just big enough for test models.
-    pub(crate) fn field(number: u64, body: &[u8]) -> Vec<u8> {
-        let mut out = varint(number << 3 | 2);
-        out.extend(varint(body.len() as u64));
-        out.extend_from_slice(body);
-        out
-    }
-
-    fn varint(mut n: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return out;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-
-    fn int(number: u64, value: u64) -> Vec<u8> {
-        let mut out = varint(number << 3);
-        out.extend(varint(value));
-        out
-    }
+    use crate::nn::onnx_bytes::{field, int};
 
     /// A model whose one tensor, `x` (16 bytes), lives where `where_` says: inline, or in the
     /// file `spin.toml` (as an initializer, or as a node attribute inside a subgraph).
-    pub(crate) fn model(external: bool, in_subgraph: bool) -> Vec<u8> {
+    fn model(external: bool, in_subgraph: bool) -> Vec<u8> {
         let mut tensor = [int(1, 16), int(2, 2), field(8, b"x")].concat();
         if external {
             tensor.extend(field(13, &[field(1, b"location"), field(2, b"spin.toml")].concat()));
