@@ -27,7 +27,9 @@ TEST_CACHE = ROOT / "target" / "test-component-cache"
 class Spindle:
     """A running `spindle up`: its base URL and everything it logged to stderr."""
 
-    def __init__(self, manifest: Path, *args: str):
+    def __init__(self, manifest: Path, *args: str, until: str = "Serving"):
+        """Starts it and returns once it prints `until` and its URL (`Listening on` comes before
+        `--preload` has loaded everything; `Serving` after)."""
         assert SPINDLE.exists(), f"{SPINDLE} is missing: run scripts/test (it builds the host first)"
         if "--no-cache" not in args and "--cache-dir" not in args:
             args = ("--cache-dir", str(TEST_CACHE), *args)
@@ -46,7 +48,7 @@ class Spindle:
             if not line:
                 break
             self.banner.append(line.rstrip("\n"))
-            m = re.match(r"Serving (http://\S+)", line)
+            m = re.match(rf"{until} (http://[^\s,]+)", line)
             if m:
                 self.url = m.group(1)
                 break

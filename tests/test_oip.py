@@ -30,9 +30,10 @@ def infer(client, x, binary_in, binary_out, **kwargs):
     return client.infer("cifar10", [inp], outputs=[out], **kwargs)
 
 
-def test_health_and_server_metadata(client):
+def test_health_and_server_metadata(client, batch):
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("cifar10")
+    infer(client, batch, True, True)
+    assert client.is_model_ready("cifar10") and client.is_model_ready("cifar10", "1")
     meta = client.get_server_metadata()
     assert meta["name"] == "spindle" and "binary_tensor_data" in meta["extensions"]
     assert sorted(m["name"] for m in client.get_model_repository_index()) == ["cifar10", "ppocr-det"]

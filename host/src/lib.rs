@@ -11,9 +11,10 @@
 //! | [`runtime`] | the app built once, each component's grants and limits, admission and the deadline, a `Store` per request, the compiled-component cache, the epoch clock |
 //! | [`nn`] | `wasi:nn`: the binding, graph cache, inference pool, named models, placement policy, and one backend per engine |
 //! | [`build`] | `spindle build` and `--portable` composition |
+//! | [`reload`] | `SIGHUP` and `--watch`: rebuild, reload, swap the app whole |
 //!
 //! Dependencies point one way: `http → runtime → nn`, and each of them reads `manifest`; `build`
-//! reads only `manifest`. The tensor rules the host shares with the SDK and the wasm provider
+//! reads only `manifest`; `reload` drives `build` and `runtime`. The tensor rules the host shares with the SDK and the wasm provider
 //! live in the `spindle-tensor` crate.
 #![deny(missing_docs)]
 
@@ -21,4 +22,5 @@ pub mod build;
 pub mod http;
 pub mod manifest;
 pub mod nn;
+pub mod reload;
 pub mod runtime;

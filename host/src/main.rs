@@ -67,9 +67,15 @@ enum Command {
         /// Compile every component at start, ignoring and not writing the cache.
         #[arg(long, conflicts_with = "cache_dir")]
         no_cache: bool,
-        /// Compile components and load their models before listening, instead of on first use.
+        /// Compile components and load their models at start (and on reload, before the new
+        /// version is swapped in), instead of on first use; readiness is false until they are.
         #[arg(long)]
         preload: bool,
+        /// Rebuild a component when its `build.watch` files change, and reload when spin.toml, a
+        /// component's .wasm or a mounted file changes (like `spin watch`). SIGHUP reloads
+        /// without it.
+        #[arg(long)]
+        watch: bool,
         /// Inference engine for components that do not choose one.
         #[arg(long, value_enum, default_value_t = Engine::Auto)]
         engine: Engine,
@@ -187,6 +193,7 @@ fn main() -> Result<()> {
             cache_dir,
             no_cache,
             preload,
+            watch,
             engine,
             device,
             onnxruntime,
@@ -237,20 +244,19 @@ fn main() -> Result<()> {
                 onnxruntime,
                 engine_threads: engine_threads.into(),
                 keep_resident_bytes: keep_resident_mib << 20,
+                preload,
             };
             tokio::runtime::Runtime::new()?.block_on(async {
                 let app = App::build(&manifest, &limits, &options)?;
-                if preload {
-                    app.preload().await?;
-                }
                 let server = Server::bind(app, listen).await?.max_connections(max_connections);
                 let addr = server.local_addr()?;
+                let app = server.app();
                 println!("Engines:");
-                for (engine, device, status) in server.app().inference_engines().table() {
+                for (engine, device, status) in app.inference_engines().table() {
                     println!("  {engine:<12} {:<4} {status}", device.as_str());
                 }
                 println!("Components:");
-                for c in server.app().components() {
+                for c in app.components() {
                     println!(
                         "  {:<16} {} on {}: {}",
                         c.id.as_str(),
@@ -259,11 +265,27 @@ fn main() -> Result<()> {
                         c.placement().reason
                     );
                 }
+                let live = server.live();
+                tokio::spawn(spindle::reload::on_sighup(live.clone()));
+                let serving = server.serve_until(shutdown_signal(), std::time::Duration::from_secs(shutdown_timeout_s));
+                tokio::pin!(serving);
+                if preload {
+                    // The listener is open: readiness answers 503 until everything is loaded.
+                    println!("Listening on http://{addr}, preloading");
+                    tokio::select! {
+                        served = &mut serving => return served,
+                        loaded = app.preload() => loaded?,
+                    }
+                }
                 println!("Serving http://{addr}");
-                for (route, component) in server.routes() {
+                for (route, component) in app.router().routes() {
                     println!("  http://{addr}{route} -> {component}");
                 }
-                server.serve_until(shutdown_signal(), std::time::Duration::from_secs(shutdown_timeout_s)).await?;
+                drop(app);
+                if watch {
+                    tokio::spawn(spindle::reload::watch(live));
+                }
+                serving.await?;
                 println!("Stopped");
                 Ok(())
             })

@@ -1,28 +1,34 @@
 //! `spindle build`: run each component's `[component.NAME.build]` commands, like `spin build`.
 
-use crate::manifest::Manifest;
+use crate::manifest::{ComponentId, Manifest};
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
 /// Runs every component's build commands in its `workdir` (relative to the manifest).
 pub fn build_all(manifest: &Manifest) -> Result<()> {
-    for (id, component) in &manifest.app.component {
-        let Some(build) = &component.build else { continue };
-        let workdir = manifest.resolve(build.workdir.as_deref().unwrap_or("."));
-        for command in build.command.commands() {
-            eprintln!("Building component {id} in {}: {command}", workdir.display());
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .current_dir(&workdir)
-                .envs(&build.environment)
-                .status()
-                .with_context(|| format!("component '{id}': running `{command}`"))?;
-            if !status.success() {
-                bail!("component '{id}': build command `{command}` failed ({status})");
-            }
-        }
+    for id in manifest.app.component.keys() {
+        build_component(manifest, id)?;
     }
     eprintln!("Finished building all components");
+    Ok(())
+}
+
+/// Runs one component's build commands, if it has any.
+pub fn build_component(manifest: &Manifest, id: &ComponentId) -> Result<()> {
+    let Some(build) = manifest.app.component.get(id).and_then(|c| c.build.as_ref()) else { return Ok(()) };
+    let workdir = manifest.resolve(build.workdir.as_deref().unwrap_or("."));
+    for command in build.command.commands() {
+        eprintln!("Building component {id} in {}: {command}", workdir.display());
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(&workdir)
+            .envs(&build.environment)
+            .status()
+            .with_context(|| format!("component '{id}': running `{command}`"))?;
+        if !status.success() {
+            bail!("component '{id}': build command `{command}` failed ({status})");
+        }
+    }
     Ok(())
 }

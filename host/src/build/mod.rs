@@ -7,4 +7,4 @@
 pub mod commands;
 pub mod portable;
 
-pub use commands::build_all;
+pub use commands::{build_all, build_component};

@@ -2,9 +2,11 @@
 //! (`spindle_sdk::oip`), reached through routes like `/v2/models/cifar10/...`.
 //!
 //! - `GET /v2`: server metadata and the protocol extensions Spindle really supports.
-//! - `GET /v2/health/live`, `GET /v2/health/ready`: the listener only opens once the app is built
-//!   (and, with `--preload`, every model loaded), so both are 200 while serving; once shutdown
-//!   begins, ready is 503 `{"ready": false}`.
+//! - `GET /v2/health/live`: 200 while the process serves. `GET /v2/health/ready`: 200 once the
+//!   app can serve every route (with `--preload`, once every component is compiled and every
+//!   model loaded), 503 `{"ready": false}` before that and once shutdown begins.
+//! - `GET /v2/models/{m}[/versions/{v}]/ready`: Triton's meaning, 200 when that model's
+//!   component is compiled and its graph loaded now, 400 when not.
 //! - `GET /v2/models` and Triton's `POST /v2/repository/index`: the models the routes serve.
 //! - `GET /v2/models/stats`, `GET /v2/models/{m}[/versions/{v}]/stats`: the statistics
 //!   extension, from what the host saw of each model's computes (`crate::nn::stats`), whichever
@@ -25,25 +27,26 @@ pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
     let get = method == Method::GET;
     Some(match path {
         "/v2" if get => json(&json!({"name": "spindle", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS})),
-        "/v2/health/ready" if get && app.is_draining() => {
+        "/v2/health/live" if get => json(&json!({"live": true})),
+        "/v2/health/ready" if get && !app.is_ready() => {
             json_with_status(StatusCode::SERVICE_UNAVAILABLE, &json!({"live": true, "ready": false}))
         }
-        "/v2/health/live" | "/v2/health/ready" if get => json(&json!({"live": true, "ready": true})),
+        "/v2/health/ready" if get => json(&json!({"live": true, "ready": true})),
         "/v2/models" if get => json(&json!({"models": index(app)})),
         "/v2/repository/index" if method == Method::POST => json(&json!(index(app))),
         "/v2/models/stats" if get => json(&json!({"model_stats": statistics(app, None, "1")})),
         _ => {
             let rest = path.strip_prefix("/v2/models/")?;
             let model = rest.split('/').next()?;
-            let version = match rest.strip_prefix(model)?.strip_suffix("/stats") {
+            let host_endpoint = |suffix: &str| match rest.strip_prefix(model)?.strip_suffix(suffix) {
                 Some("") => Some("1"),
                 Some(versioned) => versioned.strip_prefix("/versions/").filter(|v| !v.contains('/')),
                 None => None,
             };
-            if version.is_some() && !get {
-                return Some(json_error(StatusCode::METHOD_NOT_ALLOWED, format!("use GET for {path}")));
-            }
-            if let Some(version) = version {
+            if let Some(version) = host_endpoint("/stats") {
+                if !get {
+                    return Some(json_error(StatusCode::METHOD_NOT_ALLOWED, format!("use GET for {path}")));
+                }
                 let found = statistics(app, Some(model), version);
                 return Some(if found.is_empty() {
                     json_error(
@@ -53,6 +56,12 @@ pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
                 } else {
                     json(&json!({"model_stats": found}))
                 });
+            }
+            if let Some(version) = host_endpoint("/ready") {
+                if !get {
+                    return Some(json_error(StatusCode::METHOD_NOT_ALLOWED, format!("use GET for {path}")));
+                }
+                return Some(model_ready(app, model, version));
             }
             if app.router().route(path).is_some() {
                 return None;
@@ -80,6 +89,31 @@ fn statistics(app: &App, model: Option<&str>, version: &str) -> Vec<serde_json::
         }
     }
     by_name.into_values().collect()
+}
+
+/// Triton's model readiness: 200 when the model's component is compiled and, if the component
+/// mounts a model of that name, its graph is loaded now; 400 (what `tritonclient` reads as not
+/// ready) before that or while shutting down; 404 for a model no route serves.
+fn model_ready(app: &App, model: &str, version: &str) -> HostResponse {
+    let Some(component) = app.router().route(&format!("/v2/models/{model}")).and_then(|m| app.component(m.component)) else {
+        return json_error(StatusCode::NOT_FOUND, format!("unknown model '{model}' (served here: {:?})", names(app)));
+    };
+    let why_not = if app.is_draining() {
+        Some("the server is shutting down".to_owned())
+    } else if !component.is_compiled() {
+        Some(format!("component '{}' is not compiled yet (it is on first use, or at start with --preload)", component.id))
+    } else if component.nn.models.is_loaded(model) == Some(false) {
+        Some("its graph is not loaded yet (it is on first use, or at start with --preload)".to_owned())
+    } else {
+        None
+    };
+    match why_not {
+        None => json(&json!({"name": model, "version": version, "ready": true})),
+        Some(why) => json_with_status(
+            StatusCode::BAD_REQUEST,
+            &json!({"name": model, "version": version, "ready": false, "error": format!("model '{model}' is not ready: {why}")}),
+        ),
+    }
 }
 
 fn names(app: &App) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! drain at shutdown: stop accepting, let requests in flight finish, close idle connections.
 
 use super::request;
-use crate::runtime::App;
+use crate::runtime::{App, LiveApp};
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// A bound listener and the app behind it.
 pub struct Server {
-    app: Arc<App>,
+    live: Arc<LiveApp>,
     listener: TcpListener,
     connections: Arc<Semaphore>,
     max_connections: usize,
@@ -34,7 +34,7 @@ impl Server {
     pub async fn bind(app: App, addr: SocketAddr) -> Result<Self> {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let connections = Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS));
-        Ok(Self { app: Arc::new(app), listener, connections, max_connections: DEFAULT_MAX_CONNECTIONS })
+        Ok(Self { live: Arc::new(LiveApp::new(app)), listener, connections, max_connections: DEFAULT_MAX_CONNECTIONS })
     }
 
     /// Keeps at most `n` connections open; the next is accepted when one closes.
@@ -44,9 +44,14 @@ impl Server {
         self
     }
 
-    /// The app being served.
-    pub fn app(&self) -> &App {
-        &self.app
+    /// The app new requests get now.
+    pub fn app(&self) -> Arc<App> {
+        self.live.current()
+    }
+
+    /// The app being served, to reload it.
+    pub fn live(&self) -> Arc<LiveApp> {
+        self.live.clone()
     }
 
     /// The address it listens on.
@@ -56,7 +61,7 @@ impl Server {
 
     /// The app's routes, as `(route, component)`.
     pub fn routes(&self) -> Vec<(String, String)> {
-        self.app.router().routes().map(|(r, c)| (r, c.to_string())).collect()
+        self.app().router().routes().map(|(r, c)| (r, c.to_string())).collect()
     }
 
     /// Serves until the process ends.
@@ -89,14 +94,14 @@ impl Server {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%client, "TCP_NODELAY: {e}");
             }
-            let app = self.app.clone();
+            let live = self.live.clone();
             let mut draining = draining.clone();
             tokio::spawn(async move {
                 let _open = open;
                 let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let counted = requests.clone();
                 let service = hyper::service::service_fn(move |req| {
-                    let app = app.clone();
+                    let app = live.current();
                     counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     async move { Ok::<_, std::convert::Infallible>(request::handle(&app, req, client).await) }
                 });
@@ -125,8 +130,8 @@ impl Server {
                 }
             });
         }
-        let Server { app, listener, connections, max_connections } = self;
-        app.start_draining();
+        let Server { live, listener, connections, max_connections } = self;
+        live.current().start_draining();
         drop(listener);
         let _ = drain.send(true);
         let in_flight = max_connections - connections.available_permits();
@@ -139,7 +144,7 @@ impl Server {
                 grace.as_secs()
             );
         }
-        drop(app);
+        drop(live);
         Ok(())
     }
 }

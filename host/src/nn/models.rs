@@ -86,6 +86,11 @@ impl ComponentModels {
         self.models.iter().filter_map(|(name, m)| Some((name.as_str(), m.batcher.as_ref()?.stats())))
     }
 
+    /// Whether the model of that name has its graph loaded; `None` when it has no such model.
+    pub fn is_loaded(&self, name: &str) -> Option<bool> {
+        self.models.get(name).map(|m| m.graph.initialized())
+    }
+
     /// The names it may load.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)

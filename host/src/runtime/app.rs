@@ -18,6 +18,7 @@ use crate::nn::{ComponentNn, NnCtx};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -30,10 +31,17 @@ pub struct App {
     router: Router,
     components: HashMap<ComponentId, Arc<LoadedComponent>>,
     graphs: Arc<GraphCache>,
-    inference_engines: InferenceEngines,
+    inference_engines: Arc<InferenceEngines>,
     compiler: Compiler,
+    /// The host-wide limits and options it was built with, for [`App::rebuild`].
+    limits: Limits,
+    options: HostOptions,
+    /// The manifest it was built from.
+    manifest_path: std::path::PathBuf,
     /// Set once shutdown begins: readiness answers false.
-    draining: std::sync::atomic::AtomicBool,
+    draining: AtomicBool,
+    /// Set once it can serve every route: at once, or with `--preload` once everything is loaded.
+    ready: AtomicBool,
 }
 
 impl App {
@@ -59,7 +67,46 @@ impl App {
         let linker = Arc::new(component::linker(&wasm_engine, options.wasi_nn)?);
         let graphs = Arc::new(GraphCache::new(Arc::new(InferencePool::sized_to_machine(options.engine_threads))));
         let want_gpu = manifest.app.component.keys().any(|id| manifest.settings(id).device.unwrap_or(options.device) != DeviceChoice::Cpu);
-        let inference_engines = InferenceEngines::probe(options.onnxruntime.as_deref(), want_gpu, options.engine_threads);
+        let inference_engines = Arc::new(InferenceEngines::probe(options.onnxruntime.as_deref(), want_gpu, options.engine_threads));
+        let compiler = Compiler {
+            wasm_engine,
+            linker,
+            cache: options.cache.clone(),
+            compiled: Arc::new(CompiledComponents::default()),
+            pool_memory_bytes: largest_memory,
+        };
+        Self::assemble(manifest, limits, options, compiler, graphs, inference_engines)
+    }
+
+    /// The same host with a new manifest, for a reload: the wasm engine, its instance pool and
+    /// epoch clock, the inference engines and the graph cache are this app's, so graphs of
+    /// unchanged models stay compiled and shared; components are prepared afresh (and compiled
+    /// from the on-disk cache when their bytes did not change). This app keeps serving the
+    /// requests it has.
+    pub fn rebuild(&self, manifest: &Manifest) -> Result<Self> {
+        let pooled = self.compiler.pool_memory_bytes;
+        for id in manifest.app.component.keys() {
+            let wanted = self.limits.with(&manifest.settings(id)).memory_bytes;
+            if wanted > pooled {
+                bail!(
+                    "component '{id}': memory_limit_mib {} is above the {} MiB the instance pool was sized for at start; restart to raise it",
+                    wanted >> 20,
+                    pooled >> 20
+                );
+            }
+        }
+        let compiler = Compiler { compiled: Arc::new(CompiledComponents::default()), ..self.compiler.clone() };
+        Self::assemble(manifest, &self.limits, &self.options, compiler, self.graphs.clone(), self.inference_engines.clone())
+    }
+
+    fn assemble(
+        manifest: &Manifest,
+        limits: &Limits,
+        options: &HostOptions,
+        compiler: Compiler,
+        graphs: Arc<GraphCache>,
+        inference_engines: Arc<InferenceEngines>,
+    ) -> Result<Self> {
         let mut components = HashMap::new();
         for (id, component) in &manifest.app.component {
             let source = manifest.resolve(&component.source);
@@ -96,18 +143,44 @@ impl App {
             );
             components.insert(id.clone(), Arc::new(loaded));
         }
-        let compiler = Compiler { wasm_engine, linker, cache: options.cache.clone(), compiled: Arc::new(CompiledComponents::default()) };
-        Ok(Self { router: manifest.router.clone(), components, graphs, inference_engines, compiler, draining: Default::default() })
+        Ok(Self {
+            router: manifest.router.clone(),
+            components,
+            graphs,
+            inference_engines,
+            compiler,
+            limits: limits.clone(),
+            options: options.clone(),
+            manifest_path: manifest.path.clone(),
+            draining: Default::default(),
+            ready: AtomicBool::new(!options.preload),
+        })
     }
 
     /// Marks the app as shutting down: readiness answers false from now on.
     pub fn start_draining(&self) {
-        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The manifest it was built from.
+    pub fn manifest_path(&self) -> &std::path::Path {
+        &self.manifest_path
     }
 
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether it serves every route now: built (and with `--preload`, everything loaded), and
+    /// not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.is_draining()
+    }
+
+    /// Whether it loads everything before counting as ready (`--preload`).
+    pub fn preloads(&self) -> bool {
+        self.options.preload
     }
 
     /// The routes, as validated with the manifest.
@@ -146,6 +219,7 @@ impl App {
                 nn.models.load(name, &nn.cache, &nn.placement.backend).await.with_context(|| format!("component '{}'", component.id))?;
             }
         }
+        self.ready.store(true, Ordering::Relaxed);
         Ok(())
     }
 

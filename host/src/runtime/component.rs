@@ -51,6 +51,11 @@ impl LoadedComponent {
         Self { id, source, mounts, nn: Arc::new(nn), environment, outbound, limits, admission, pre: OnceCell::new() }
     }
 
+    /// Whether it is compiled and linked (on first use, or at start with `--preload`).
+    pub fn is_compiled(&self) -> bool {
+        self.pre.initialized()
+    }
+
     /// The inference engine and device its models run on.
     pub fn placement(&self) -> &Placement {
         &self.nn.placement
@@ -68,6 +73,8 @@ pub(super) struct Compiler {
     pub linker: Arc<Linker<InstanceState>>,
     pub cache: ComponentCache,
     pub compiled: Arc<CompiledComponents>,
+    /// The largest linear memory the instance pool's slots hold.
+    pub pool_memory_bytes: usize,
 }
 
 impl Compiler {

@@ -29,6 +29,9 @@ pub struct HostOptions {
     /// `--keep-resident-mib N`: bytes of each instance's linear memory and tables reset with
     /// `memset` and kept mapped for the next instance, instead of unmapped with `madvise`.
     pub keep_resident_bytes: usize,
+    /// `--preload`: compile every component and load every model before the app counts as
+    /// ready (and, on reload, before the new version is swapped in).
+    pub preload: bool,
 }
 
 impl Default for HostOptions {
@@ -43,6 +46,7 @@ impl Default for HostOptions {
             onnxruntime: None,
             engine_threads: 1,
             keep_resident_bytes: 8 << 20,
+            preload: false,
         }
     }
 }

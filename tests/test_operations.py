@@ -1,0 +1,161 @@
+"""Operating the host: readiness that means ready, reload on SIGHUP and with --watch (the swap
+drops no request; a broken edit keeps the old version serving)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+
+import numpy as np
+import requests
+import tritonclient.http as triton
+
+from conftest import ROOT, Spindle, dataset
+
+WASM = ROOT / "target" / "wasm32-wasip2" / "release"
+
+
+def wait_for(check, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_readiness_waits_for_preload_and_model_readiness_for_the_graph(heldout):
+    # --no-cache: compiling the CNN's component takes long enough to see the host not ready yet.
+    server = Spindle(ROOT / "spin.toml", "--preload", "--no-cache", until="Listening on")
+    try:
+        assert requests.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
+        ready = requests.get(f"{server.url}/v2/health/ready", timeout=10)
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert wait_for(lambda: requests.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200, 120)
+        client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+        assert client.is_server_ready() and client.is_model_ready("cifar10") and client.is_model_ready("ppocr-det")
+    finally:
+        server.stop()
+
+    lazy = Spindle(ROOT / "spin.toml")
+    try:
+        client = triton.InferenceServerClient(lazy.url.removeprefix("http://"))
+        assert client.is_server_ready(), "without --preload the host is ready once the components validate"
+        not_yet = requests.get(f"{lazy.url}/v2/models/cifar10/ready", timeout=10)
+        assert not_yet.status_code == 400 and "not ready" in not_yet.json()["error"]
+        assert not client.is_model_ready("cifar10")
+        x = dataset.to_model_input(heldout[0][:1])
+        inp = triton.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        client.infer("cifar10", [inp])
+        assert client.is_model_ready("cifar10") and client.is_model_ready("cifar10", "1")
+        assert not client.is_model_ready("ppocr-det"), "one model's load does not make another ready"
+        assert requests.get(f"{lazy.url}/v2/models/nope/ready", timeout=10).status_code == 404
+        assert requests.post(f"{lazy.url}/v2/models/cifar10/ready", timeout=10).status_code == 405
+    finally:
+        lazy.stop()
+
+
+def hello_app(tmp_path, variant: str, style: str = "plain"):
+    """An app whose build copies the component named in variant.txt to app.wasm."""
+    shutil.copy(WASM / "p2_hello.wasm", tmp_path / "p2_hello.wasm")
+    shutil.copy(WASM / "hello.wasm", tmp_path / "hello.wasm")
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "greeting.txt").write_text("hi")
+    (tmp_path / "variant.txt").write_text(variant)
+    shutil.copy(tmp_path / variant, tmp_path / "app.wasm")
+    write_manifest(tmp_path, style)
+    return tmp_path / "spin.toml"
+
+
+def write_manifest(tmp_path, style: str):
+    (tmp_path / "spin.toml").write_text(f"""spin_manifest_version = 2
+[application]
+name = "reload"
+[[trigger.http]]
+route = "/hello"
+component = "hello"
+[component.hello]
+source = "app.wasm"
+files = [{{ source = "data", destination = "/data" }}]
+environment = {{ GREETING_STYLE = "{style}" }}
+[component.hello.build]
+command = 'cp "$(cat variant.txt)" app.wasm'
+watch = ["variant.txt"]
+""")
+
+
+class Load:
+    """Requests in a loop on a few threads, counting anything but a 200."""
+
+    def __init__(self, url: str, threads: int = 4):
+        self.url, self.stop, self.failures, self.bodies = url, threading.Event(), [], []
+        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                try:
+                    r = session.get(self.url, timeout=30)
+                    if r.status_code != 200:
+                        self.failures.append(f"{r.status_code} {r.text}")
+                    self.bodies.append(r.text)
+                except requests.RequestException as e:
+                    self.failures.append(repr(e))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+        return self.failures
+
+
+def test_sighup_reloads_the_manifest_and_a_bad_one_keeps_the_old_version(tmp_path):
+    server = Spindle(hello_app(tmp_path, "p2_hello.wasm"))
+    try:
+        assert requests.get(f"{server.url}/hello", timeout=10).json()["env"]["GREETING_STYLE"] == "plain"
+        write_manifest(tmp_path, "fancy")
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: requests.get(f"{server.url}/hello", timeout=10).json()["env"]["GREETING_STYLE"] == "fancy")
+        (tmp_path / "spin.toml").write_text("spin_manifest_version = 2\n[application\n")
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload failed" in server.stderr)
+        assert "invalid manifest" in server.stderr
+        assert requests.get(f"{server.url}/hello", timeout=10).json()["env"]["GREETING_STYLE"] == "fancy"
+    finally:
+        server.stop()
+
+
+def test_watch_rebuilds_and_swaps_under_load_without_failing_a_request(tmp_path):
+    server = Spindle(hello_app(tmp_path, "p2_hello.wasm"), "--watch")
+    try:
+        assert requests.get(f"{server.url}/hello", timeout=10).json()["world"] == "wasip2"
+        load = Load(f"{server.url}/hello")
+        time.sleep(0.5)
+        (tmp_path / "variant.txt").write_text("hello.wasm")
+        saved = time.time()
+        assert wait_for(lambda: requests.get(f"{server.url}/hello", timeout=10).text == "hello"), server.stderr
+        swapped_after = time.time() - saved
+        time.sleep(0.5)
+        # A broken edit: the build fails, and the version that built last keeps serving.
+        (tmp_path / "variant.txt").write_text("missing.wasm")
+        assert wait_for(lambda: "rebuild failed" in server.stderr), server.stderr
+        time.sleep(0.5)
+        failures = load.finish()
+        assert failures == [], failures[:5]
+        assert len(load.bodies) > 50 and load.bodies[-1] == "hello"
+        assert requests.get(f"{server.url}/hello", timeout=10).text == "hello"
+        # And a mounted file's change is a reload too.
+        (tmp_path / "variant.txt").write_text("p2_hello.wasm")
+        assert wait_for(lambda: requests.get(f"{server.url}/hello", timeout=10).headers.get("content-type") == "application/json")
+        reloads = server.stderr.count("reloaded")
+        (tmp_path / "data" / "greeting.txt").write_text("hello again")
+        assert wait_for(lambda: server.stderr.count("reloaded") > reloads)
+        assert requests.get(f"{server.url}/hello", timeout=10).json()["greeting"] == "hello again"
+        print(f"saved → new version serving: {swapped_after * 1000:.0f} ms")
+    finally:
+        server.stop()
