@@ -33,6 +33,8 @@ class Spindle:
         assert SPINDLE.exists(), f"{SPINDLE} is missing: run scripts/test (it builds the host first)"
         if "--no-cache" not in args and "--cache-dir" not in args:
             args = ("--cache-dir", str(TEST_CACHE), *args)
+        if "--admin-listen" not in args:
+            args = ("--admin-listen", "127.0.0.1:0", *args)
         self.proc = subprocess.Popen(
             [str(SPINDLE), "up", "-f", str(manifest), "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -42,12 +44,15 @@ class Spindle:
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.time() + 120
         self.url = None
+        self.metrics_url = None  # the admin listener's /metrics
         self.banner: list[str] = []  # what it printed before serving: the engine and component tables
         while time.time() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
             self.banner.append(line.rstrip("\n"))
+            if m := re.match(r"Metrics on (http://\S+)", line):
+                self.metrics_url = m.group(1)
             m = re.match(rf"{until} (http://[^\s,]+)", line)
             if m:
                 self.url = m.group(1)

@@ -55,6 +55,7 @@ def test_the_deployments_command_starts_and_its_probes_answer(tmp_path):
     assert args[:2] == ["spindle", "up"]
     flags = args[2:]
     del flags[flags.index("--listen"):flags.index("--listen") + 2]  # the fixture listens on port 0
+    del flags[flags.index("--admin-listen"):flags.index("--admin-listen") + 2]
     flags[flags.index("--cache-dir") + 1] = str(tmp_path / "cache")
     server = Spindle(ROOT / "spin.toml", *flags)
     try:

@@ -107,7 +107,7 @@ def test_a_shape_the_model_cannot_take_is_a_client_error(servers):
 
 
 def refused_start(*args):
-    run = subprocess.run([str(SPINDLE), "up", "--listen", "127.0.0.1:0", "--no-cache", *args],
+    run = subprocess.run([str(SPINDLE), "up", "--listen", "127.0.0.1:0", "--admin-listen", "none", "--no-cache", *args],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode != 0
     return run.stderr

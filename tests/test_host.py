@@ -81,7 +81,7 @@ def test_body_over_the_limit_is_413(heldout):
 def test_a_bad_manifest_names_the_file_and_key(tmp_path):
     bad = tmp_path / "spin.toml"
     bad.write_text('spin_manifest_version = 2\n[application]\nname = "x"\n[component.a]\nsource = "a.wasm"\nfilez = []\n')
-    run = subprocess.run([str(SPINDLE), "up", "-f", str(bad), "--listen", "127.0.0.1:0"],
+    run = subprocess.run([str(SPINDLE), "up", "-f", str(bad), "--listen", "127.0.0.1:0", "--admin-listen", "none"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert str(bad) in run.stderr and "unknown field `filez`" in run.stderr
@@ -91,7 +91,7 @@ def test_a_missing_build_says_how_to_build(tmp_path):
     manifest = tmp_path / "spin.toml"
     manifest.write_text('spin_manifest_version = 2\n[application]\nname = "x"\n'
                         '[[trigger.http]]\nroute = "/..."\ncomponent = "a"\n[component.a]\nsource = "missing.wasm"\n')
-    run = subprocess.run([str(SPINDLE), "up", "-f", str(manifest), "--listen", "127.0.0.1:0"],
+    run = subprocess.run([str(SPINDLE), "up", "-f", str(manifest), "--listen", "127.0.0.1:0", "--admin-listen", "none"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "spindle build" in run.stderr
 

@@ -159,3 +159,90 @@ def test_watch_rebuilds_and_swaps_under_load_without_failing_a_request(tmp_path)
         print(f"saved → new version serving: {swapped_after * 1000:.0f} ms")
     finally:
         server.stop()
+
+
+def scrape(server) -> dict:
+    """Every sample on /metrics, keyed by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(server.metrics_url, timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def moved(before: dict, after: dict, name: str, **labels) -> float:
+    """How much the samples named `name` whose labels include `labels` moved, summed."""
+    def total(samples):
+        return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
+    return total(after) - total(before)
+
+
+def test_metrics_move_by_exactly_the_requests_sent(heldout):
+    from conftest import png
+
+    server = Spindle(ROOT / "spin.toml")
+    try:
+        assert server.metrics_url and server.metrics_url != server.url
+        before = scrape(server)
+        images = heldout[0][:5]
+        for image in images:
+            assert requests.post(f"{server.url}/models/cifar10/classify", data=png(image), timeout=30).status_code == 200
+        for _ in range(3):
+            assert requests.post(f"{server.url}/models/cifar10/classify", data=b"not an image", timeout=30).status_code == 400
+        assert requests.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
+        after = scrape(server)
+        cifar = {"component": "cifar10"}
+        assert moved(before, after, "spindle_requests_total", status="2xx", **cifar) == 5
+        assert moved(before, after, "spindle_requests_total", status="4xx", **cifar) == 3
+        assert moved(before, after, "spindle_requests_total", status="2xx", component="none") == 1
+        assert moved(before, after, "spindle_request_duration_us_count", **cifar) == 8
+        assert moved(before, after, "spindle_request_queue_duration_us_count", **cifar) == 8
+        assert moved(before, after, "spindle_instance_creations_total", **cifar) == 8
+        model = {"component": "cifar10", "model": "cifar10"}
+        assert moved(before, after, "spindle_inference_request_success_total", **model) == 5
+        assert moved(before, after, "spindle_inference_count_total", **model) == 5
+        assert moved(before, after, "spindle_inference_compute_infer_duration_us_count", **model) == 5
+        assert moved(before, after, "spindle_inference_batch_size_sum", **model) == 5
+        assert moved(before, after, "spindle_component_loads_total", how="compiled", **cifar) + \
+            moved(before, after, "spindle_component_loads_total", how="cache_hit", **cifar) == 1
+        assert moved(before, after, "spindle_graph_compiles_total") == 1
+        (engine,) = {dict(ls)["engine"] for (n, ls) in after if n == "spindle_inference_count_total"
+                     and dict(ls)["component"] == "cifar10"}
+        assert engine in ("onnxruntime", "tract")
+        assert after[("spindle_process_resident_memory_bytes", ())] > 10 << 20
+        assert after[("spindle_open_connections", ())] >= 0
+        assert requests.get(server.metrics_url.replace("/metrics", "/nope"), timeout=10).status_code == 404
+    finally:
+        server.stop()
+
+    hostile = Spindle(ROOT / "tests" / "fixtures" / "spin.toml", "--timeout-ms", "1000")
+    try:
+        before = scrape(hostile)
+        for _ in range(2):
+            assert requests.get(f"{hostile.url}/hostile/trap", timeout=30).status_code == 500
+        assert requests.get(f"{hostile.url}/hostile/infinite-loop", timeout=30).status_code == 504
+        after = scrape(hostile)
+        assert moved(before, after, "spindle_request_failures_total", component="trap", cause="trap") == 2
+        assert moved(before, after, "spindle_request_failures_total", component="infinite-loop", cause="deadline") == 1
+        assert moved(before, after, "spindle_requests_total", component="trap", status="5xx") == 2
+    finally:
+        hostile.stop()
+
+
+def test_an_admin_port_already_taken_is_a_start_up_error_naming_it():
+    import socket
+    import subprocess
+
+    from conftest import SPINDLE
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([str(SPINDLE), "up", "--listen", "127.0.0.1:0", "--admin-listen", f"127.0.0.1:{port}"],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode != 0
+    assert f"--admin-listen 127.0.0.1:{port}" in run.stderr, run.stderr

@@ -49,7 +49,7 @@ def test_the_build_writes_a_manifest_for_spin():
 
 
 def test_without_wasi_nn_only_portable_builds_start():
-    run = subprocess.run([str(SPINDLE), "up", "--no-wasi-nn", "--preload", "--no-cache", "--listen", "127.0.0.1:0"],
+    run = subprocess.run([str(SPINDLE), "up", "--no-wasi-nn", "--preload", "--no-cache", "--listen", "127.0.0.1:0", "--admin-listen", "none"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode != 0
     # both components import wasi:nn; whichever preload fails first is reported

@@ -12,6 +12,7 @@
 //! | [`nn`] | `wasi:nn`: the binding, graph cache, inference pool, named models, placement policy, and one backend per engine |
 //! | [`build`] | `spindle build` and `--portable` composition |
 //! | [`reload`] | `SIGHUP` and `--watch`: rebuild, reload, swap the app whole |
+//! | [`telemetry`] | Prometheus metrics and the admin listener; every other room records into it |
 //!
 //! Dependencies point one way: `http → runtime → nn`, and each of them reads `manifest`; `build`
 //! reads only `manifest`; `reload` drives `build` and `runtime`. The tensor rules the host shares with the SDK and the wasm provider
@@ -24,3 +25,4 @@ pub mod manifest;
 pub mod nn;
 pub mod reload;
 pub mod runtime;
+pub mod telemetry;

@@ -6,6 +6,7 @@ use spindle::http::Server;
 use spindle::manifest::Manifest;
 use spindle::nn::policy::{DeviceChoice, EngineChoice};
 use spindle::runtime::{App, ComponentCache, HostOptions, Limits};
+use spindle::telemetry::admin::Admin;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -17,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the app's components over HTTP (like `spin up`).
@@ -27,6 +30,10 @@ enum Command {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
+        /// Address of the admin listener serving Prometheus metrics at /metrics; `none` turns it
+        /// off. Keep it off the public address.
+        #[arg(long, value_name = "ADDR|none", default_value = "127.0.0.1:9090")]
+        admin_listen: AdminListen,
         /// Run each component's build command first.
         #[arg(long)]
         build: bool,
@@ -125,6 +132,21 @@ enum Command {
     },
 }
 
+/// `--admin-listen`: an address, or `none`.
+#[derive(Clone)]
+struct AdminListen(Option<SocketAddr>);
+
+impl std::str::FromStr for AdminListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self(None)),
+            addr => addr.parse().map(|a| Self(Some(a))).map_err(|e| format!("{e}: give HOST:PORT or none")),
+        }
+    }
+}
+
 /// `--engine`, as the library's [`EngineChoice`].
 #[derive(Clone, Copy, ValueEnum)]
 enum Engine {
@@ -179,6 +201,7 @@ fn main() -> Result<()> {
         Command::Up {
             manifest,
             listen,
+            admin_listen,
             build,
             memory_limit_mib,
             timeout_ms,
@@ -247,6 +270,10 @@ fn main() -> Result<()> {
                 preload,
             };
             tokio::runtime::Runtime::new()?.block_on(async {
+                let admin = match admin_listen.0 {
+                    Some(addr) => Some(Admin::bind(addr, spindle::telemetry::metrics::install()?).await?),
+                    None => None,
+                };
                 let app = App::build(&manifest, &limits, &options)?;
                 let server = Server::bind(app, listen).await?.max_connections(max_connections);
                 let addr = server.local_addr()?;
@@ -264,6 +291,10 @@ fn main() -> Result<()> {
                         c.placement().device,
                         c.placement().reason
                     );
+                }
+                if let Some(admin) = admin {
+                    println!("Metrics on http://{}/metrics", admin.local_addr()?);
+                    tokio::spawn(admin.serve());
                 }
                 let live = server.live();
                 tokio::spawn(spindle::reload::on_sighup(live.clone()));

@@ -32,10 +32,12 @@ pub async fn reload(live: &LiveApp, why: &str) -> bool {
                 ms = started.elapsed().as_millis() as u64,
                 "reloaded: new requests get the new version"
             );
+            metrics::counter!(crate::telemetry::metrics::RELOADS, "outcome" => "swapped").increment(1);
             true
         }
         Err(e) => {
             tracing::error!(reason = why, "reload failed; the previous version keeps serving: {e:#}");
+            metrics::counter!(crate::telemetry::metrics::RELOADS, "outcome" => "failed").increment(1);
             false
         }
     }

@@ -9,34 +9,56 @@
 use super::protocol;
 use super::response::{HostResponse, json_error};
 use crate::manifest::RouteMatch;
-use crate::runtime::{App, InvokeError};
+use crate::runtime::{App, InvokeError, LoadedComponent};
+use crate::telemetry::metrics;
 use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Answers one request.
 pub async fn handle(app: &App, req: Request<Incoming>, client: SocketAddr) -> HostResponse {
+    let started = Instant::now();
     let path = req.uri().path().to_owned();
-    if let Some(response) = protocol::serve(app, req.method(), &path) {
-        return response;
-    }
-    let Some(matched) = app.router().route(&path) else {
-        return json_error(StatusCode::NOT_FOUND, format!("no route matches {path}"));
+    let host_answer = match protocol::serve(app, req.method(), &path) {
+        Some(response) => response,
+        None => match app.router().route(&path) {
+            Some(matched) => {
+                let Some(component) = app.component(matched.component).cloned() else {
+                    return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("route {} has no component", matched.route));
+                };
+                let response = to_component(app, &component, req, &matched, client).await;
+                component.metrics.answered(response.status(), started.elapsed());
+                return response;
+            }
+            None => json_error(StatusCode::NOT_FOUND, format!("no route matches {path}")),
+        },
     };
-    let Some(component) = app.component(matched.component).cloned() else {
-        return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("route {} has no component", matched.route));
-    };
+    metrics::host_request_answered(host_answer.status(), started.elapsed());
+    host_answer
+}
+
+/// Runs the request through the component its route names.
+async fn to_component(
+    app: &App,
+    component: &LoadedComponent,
+    req: Request<Incoming>,
+    matched: &RouteMatch<'_>,
+    client: SocketAddr,
+) -> HostResponse {
     let limit = component.limits.max_body_bytes;
     let (mut parts, body) = req.into_parts();
     let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        component.metrics.failed("body_too_large");
         return json_error(StatusCode::PAYLOAD_TOO_LARGE, InvokeError::BodyTooLarge { limit });
     }
-    add_spin_headers(&mut parts, &matched, client);
-    match app.invoke(&component, Request::from_parts(parts, body)).await {
+    add_spin_headers(&mut parts, matched, client);
+    match app.invoke(component, Request::from_parts(parts, body)).await {
         Ok(response) => response,
         Err(e) => {
+            component.metrics.failed(e.cause());
             let status = match e {
                 InvokeError::QueueFull { .. } | InvokeError::ModelBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -21,6 +21,22 @@ const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
 /// Connections open at once by default; more wait in the listen backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// Counts an open connection in the gauge while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        metrics::gauge!(crate::telemetry::metrics::OPEN_CONNECTIONS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::telemetry::metrics::OPEN_CONNECTIONS).decrement(1.0);
+    }
+}
+
 /// A bound listener and the app behind it.
 pub struct Server {
     live: Arc<LiveApp>,
@@ -98,6 +114,7 @@ impl Server {
             let mut draining = draining.clone();
             tokio::spawn(async move {
                 let _open = open;
+                let _counted = OpenConnection::new();
                 let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let counted = requests.clone();
                 let service = hyper::service::service_fn(move |req| {

@@ -6,6 +6,8 @@ use super::backend::{self, Backend, BackendError, Device, Graph};
 use super::footprint::Footprint;
 use super::onnx::{ModelBytesError, check_model_bytes};
 use super::pool::{InferencePool, RunHistory};
+use crate::telemetry::metrics::{GRAPH_COMPILES, GRAPH_SHARED};
+use metrics::counter;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,6 +100,10 @@ impl GraphCache {
         backend: &Arc<dyn Backend>,
         bounded: bool,
     ) -> Result<Arc<SharedGraph>, BackendError> {
+        if let Some(graph) = slot.get() {
+            counter!(GRAPH_SHARED, "engine" => key.1, "device" => key.2.as_str()).increment(1);
+            return Ok(graph.clone());
+        }
         slot.get_or_try_init(|| async {
             let engine = backend.clone();
             let started = std::time::Instant::now();
@@ -114,6 +120,7 @@ impl GraphCache {
                 })
                 .await?;
             self.compiles.fetch_add(1, Ordering::Relaxed);
+            counter!(GRAPH_COMPILES, "engine" => key.1, "device" => key.2.as_str()).increment(1);
             tracing::info!(
                 engine = backend.name(),
                 device = %backend.device(),
@@ -170,6 +177,7 @@ impl GuestGraphs {
         }
         let key = cache.key(&model, backend).await?;
         if let Some(graph) = cache.kept(&key) {
+            counter!(GRAPH_SHARED, "engine" => key.1, "device" => key.2.as_str()).increment(1);
             return Ok(graph);
         }
         let slot = self.keep(key, model.len());

@@ -81,6 +81,13 @@ impl ComponentModels {
         self.models.values().filter_map(|m| m.batcher.as_ref()).filter(|b| b.policy().dynamic.is_some())
     }
 
+    /// Labels each named model's Prometheus metrics with its component and placement.
+    pub fn label_metrics(&self, component: &str, engine: &str, device: &str) {
+        for (name, stats) in self.stats() {
+            stats.label(component, name, engine, device);
+        }
+    }
+
     /// What each named model's computes have been so far, by name.
     pub fn stats(&self) -> impl Iterator<Item = (&str, &super::stats::ModelStats)> {
         self.models.iter().filter_map(|(name, m)| Some((name.as_str(), m.batcher.as_ref()?.stats())))

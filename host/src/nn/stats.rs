@@ -8,10 +8,11 @@
 //! out). Per engine call: `execution_count` and `batch_stats` by batch size; `inference_count`
 //! counts rows, as Triton's does.
 
+use crate::telemetry::metrics::ModelMetrics;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A count and the nanoseconds it took, as Triton reports each duration.
@@ -59,11 +60,21 @@ pub struct ModelStats {
     compute_output: Tally,
     /// Per batch size: engine calls and their input, infer and output times.
     batches: Mutex<BTreeMap<usize, [(u64, u64); 3]>>,
+    /// The same, for Prometheus, once its component and placement are known.
+    metrics: OnceLock<ModelMetrics>,
 }
 
 impl ModelStats {
+    /// Labels its Prometheus metrics with the component, model and placement.
+    pub fn label(&self, component: &str, model: &str, engine: &str, device: &str) {
+        let _ = self.metrics.set(ModelMetrics::new(component, model, engine, device));
+    }
+
     /// A compute answered after `took`, with `times` spent where they say.
     pub fn succeeded(&self, rows: usize, took: Duration, times: ComputeTimes) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.succeeded(rows, took, [times.queue, times.input, times.infer, times.output]);
+        }
         self.inference_count.fetch_add(rows as u64, Ordering::Relaxed);
         self.success.add(took);
         self.queue.add(times.queue);
@@ -76,11 +87,17 @@ impl ModelStats {
 
     /// A compute that failed after `took`.
     pub fn failed(&self, took: Duration) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.failed();
+        }
         self.fail.add(took);
     }
 
     /// One engine call on a batch of `rows`.
     pub fn executed(&self, rows: usize, times: ComputeTimes) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.executed(rows);
+        }
         self.execution_count.fetch_add(1, Ordering::Relaxed);
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());

@@ -130,6 +130,7 @@ impl App {
                 .place(settings.engine.unwrap_or(options.engine), settings.device.unwrap_or(options.device))
                 .map_err(|e| anyhow::anyhow!("component '{id}': {e}"))?;
             tracing::info!(component = %id, engine = placement.backend.name(), device = %placement.device, "models placed: {}", placement.reason);
+            models.label_metrics(id.as_str(), placement.backend.name(), placement.device.as_str());
             let limits = limits.with(&settings);
             let nn = ComponentNn::new(models, placement, limits.nn, graphs.clone());
             let loaded = LoadedComponent::new(

@@ -9,6 +9,7 @@ use super::outbound::OutboundPolicy;
 use crate::manifest::ComponentId;
 use crate::nn::ComponentNn;
 use crate::nn::policy::Placement;
+use crate::telemetry::metrics::ComponentMetrics;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub struct LoadedComponent {
     /// Its limits, the host's with its own settings applied.
     pub limits: Limits,
     pub(super) admission: Admission,
+    /// Its Prometheus metrics.
+    pub metrics: ComponentMetrics,
     pre: OnceCell<ProxyPre<InstanceState>>,
 }
 
@@ -48,7 +51,8 @@ impl LoadedComponent {
         limits: Limits,
     ) -> Self {
         let admission = Admission::new(&limits);
-        Self { id, source, mounts, nn: Arc::new(nn), environment, outbound, limits, admission, pre: OnceCell::new() }
+        let metrics = ComponentMetrics::new(id.as_str());
+        Self { id, source, mounts, nn: Arc::new(nn), environment, outbound, limits, admission, metrics, pre: OnceCell::new() }
     }
 
     /// Whether it is compiled and linked (on first use, or at start with `--preload`).
@@ -96,8 +100,8 @@ impl Compiler {
         let wasm = std::fs::read(source).with_context(|| format!("component '{id}': reading {}", source.display()))?;
         let digest: [u8; 32] = Sha256::digest(&wasm).into();
         let shared = self.compiled.0.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
-        let (component, outcome) = match shared {
-            Some(component) => (component, "shared"),
+        let (component, (outcome, how)) = match shared {
+            Some(component) => (component, ("shared", "shared")),
             None => {
                 let (component, outcome) = self
                     .cache
@@ -105,9 +109,9 @@ impl Compiler {
                     .with_context(|| format!("component '{id}': compiling {}", source.display()))?;
                 self.compiled.0.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, component.clone());
                 let outcome = match outcome {
-                    Outcome::Hit => "cache hit",
-                    Outcome::Compiled => "compiled",
-                    Outcome::Rebuilt => "rebuilt (bad cache entry)",
+                    Outcome::Hit => ("cache hit", "cache_hit"),
+                    Outcome::Compiled => ("compiled", "compiled"),
+                    Outcome::Rebuilt => ("rebuilt (bad cache entry)", "rebuilt"),
                 };
                 (component, outcome)
             }
@@ -126,6 +130,7 @@ impl Compiler {
             }
         };
         tracing::info!(component = %id, how = outcome, ms = started.elapsed().as_millis() as u64, "component ready");
+        metrics::counter!(crate::telemetry::metrics::COMPONENT_LOADS, "component" => id.to_string(), "how" => how).increment(1);
         Ok(pre)
     }
 }

@@ -70,6 +70,22 @@ pub enum InvokeError {
     },
 }
 
+impl InvokeError {
+    /// Why, in one word, for metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::QueueFull { .. } => "queue_full",
+            Self::ModelBusy { .. } => "model_busy",
+            Self::Guest { cause, .. } if cause.starts_with("trapped") => "trap",
+            Self::Guest { .. } => "guest_error",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
+            Self::BodyUnreadable(_) => "body_unreadable",
+            Self::Deadline { .. } => "deadline",
+        }
+    }
+}
+
 impl App {
     /// Runs `request` through `component`: waits for an admission slot, then instantiates it in a
     /// fresh store and runs its handler. The component's deadline counts from now, queue time
@@ -83,6 +99,7 @@ impl App {
         let timeout = component.limits.timeout;
         let deadline = Instant::now() + timeout;
         let admitted_and_run = async {
+            let arrived = Instant::now();
             let Ok(_slot) = component.admission.enter().await else {
                 return Err(InvokeError::QueueFull {
                     component: name(),
@@ -90,6 +107,7 @@ impl App {
                     max_queued: component.limits.max_queued,
                 });
             };
+            component.metrics.admitted(arrived.elapsed());
             let request = read_body(component, request).await?;
             self.run_guest(component, request, deadline).await.map_err(|e| {
                 if let Some(full) = e.chain().find_map(|c| c.downcast_ref::<SubmitError>()) {
@@ -122,6 +140,7 @@ impl App {
     ) -> Result<Response<Full<Bytes>>> {
         let pre = self.instance_pre(component).await?;
         let mut store = self.new_store(component, deadline)?;
+        component.metrics.instance_created();
         let proxy = pre.instantiate_async(&mut store).await.map_err(anyhow::Error::from).context("instantiating")?;
         let request = request.map(|body| body.map_err(|never| match never {}).boxed_unsync());
         let (tx, rx) = futures::channel::oneshot::channel();
