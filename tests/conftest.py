@@ -27,7 +27,7 @@ TEST_CACHE = ROOT / "target" / "test-component-cache"
 class Spindle:
     """A running `spindle up`: its base URL and everything it logged to stderr."""
 
-    def __init__(self, manifest: Path, *args: str, until: str = "Serving"):
+    def __init__(self, manifest: Path, *args: str, until: str = "Serving", env: dict | None = None):
         """Starts it and returns once it prints `until` and its URL (`Listening on` comes before
         `--preload` has loaded everything; `Serving` after)."""
         assert SPINDLE.exists(), f"{SPINDLE} is missing: run scripts/test (it builds the host first)"
@@ -38,7 +38,7 @@ class Spindle:
         self.proc = subprocess.Popen(
             [str(SPINDLE), "up", "-f", str(manifest), "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "NO_COLOR": "1", "RUST_LOG": "spindle=info"},
+            env=env if env is not None else {**os.environ, "NO_COLOR": "1", "RUST_LOG": "spindle=info"},
         )
         self._stderr: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()

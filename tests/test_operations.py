@@ -246,3 +246,94 @@ def test_an_admin_port_already_taken_is_a_start_up_error_naming_it():
                              capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode != 0
     assert f"--admin-listen 127.0.0.1:{port}" in run.stderr, run.stderr
+
+
+def test_request_ids_are_kept_or_made_and_returned():
+    server = Spindle(ROOT / "spin.toml")
+    try:
+        given = requests.get(f"{server.url}/v2/health/live", headers={"x-request-id": "req-7"}, timeout=10)
+        assert given.headers["x-request-id"] == "req-7"
+        made = {requests.get(f"{server.url}/v2/models/cifar10", timeout=10).headers["x-request-id"] for _ in range(3)}
+        assert len(made) == 3 and all(len(i) == 36 for i in made), made
+        odd = requests.get(f"{server.url}/v2/health/live", headers={"x-request-id": "a" * 200}, timeout=10)
+        assert odd.headers["x-request-id"] != "a" * 200
+    finally:
+        server.stop()
+
+
+def test_json_logs_attribute_guest_output_and_failures_to_the_request_without_colour():
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}  # not a terminal: still no colour
+    env["RUST_LOG"] = "spindle=info"
+    server = Spindle(ROOT / "tests" / "fixtures" / "spin.toml", "--log-format", "json", env=env)
+    try:
+        assert requests.get(f"{server.url}/hostile/panic", headers={"x-request-id": "panic-1"}, timeout=30).status_code == 500
+        assert wait_for(lambda: "guest failed" in server.stderr)
+        assert "\x1b[" not in server.stderr
+        lines = [json.loads(line) for line in server.stderr.splitlines() if line.strip()]
+        failed = [e for e in lines if "guest failed" in e["fields"].get("message", "")]
+        assert failed and failed[0]["span"]["request_id"] == "panic-1" and failed[0]["span"]["component"] == "panic"
+        said = [e for e in lines if e["target"] == "spindle::guest" and e["fields"].get("component") == "panic"]
+        assert said and any("panicked" in e["fields"]["message"] for e in said), said
+        assert said[0]["span"]["request_id"] == "panic-1" and said[0]["fields"]["stream"] == "stderr"
+    finally:
+        server.stop()
+
+
+def test_spans_are_exported_over_otlp_http_when_the_endpoint_is_set(heldout):
+    import os
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from conftest import png
+
+    spans = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            if self.path == "/v1/traces":
+                export = ExportTraceServiceRequest.FromString(body)
+                for resource in export.resource_spans:
+                    for scope in resource.scope_spans:
+                        spans.extend(scope.spans)
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    env = {**os.environ, "NO_COLOR": "1", "RUST_LOG": "spindle=info",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
+           "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    server = Spindle(ROOT / "spin.toml", env=env)
+    try:
+        r = requests.post(f"{server.url}/models/cifar10/classify", data=png(heldout[0][0]),
+                          headers={"x-request-id": "traced-1"}, timeout=30)
+        assert r.status_code == 200
+
+        def attrs(span):
+            return {a.key: a.value.string_value or a.value.int_value for a in span.attributes}
+
+        def request_span():
+            return next((s for s in spans if s.name == "request" and attrs(s).get("request_id") == "traced-1"), None)
+
+        assert wait_for(lambda: request_span() is not None and any(s.name == "wasi_nn.compute" for s in spans), 30)
+        root = request_span()
+        a = attrs(root)
+        assert a["component"] == "cifar10" and a["route"] == "/models/cifar10/..." and a["status"] == 200
+        assert a["engine"] in ("onnxruntime", "tract") and a["device"] == "cpu" and a["duration_us"] > 0
+        children = [s for s in spans if s.parent_span_id == root.span_id]
+        names = {s.name for s in children}
+        assert {"wasi_nn.load", "wasi_nn.compute"} <= names, names
+        compute = next(s for s in children if s.name == "wasi_nn.compute")
+        assert attrs(compute)["model"] == "cifar10" and compute.trace_id == root.trace_id
+    finally:
+        server.stop()
+        receiver.shutdown()

@@ -7,6 +7,7 @@ use spindle::manifest::Manifest;
 use spindle::nn::policy::{DeviceChoice, EngineChoice};
 use spindle::runtime::{App, ComponentCache, HostOptions, Limits};
 use spindle::telemetry::admin::Admin;
+use spindle::telemetry::traces::LogFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -16,6 +17,17 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: `text`, or `json` (one object per line, with the
+    /// request's span fields). Filter with RUST_LOG (default `spindle=info,wasmtime=warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 // Parsed once per process: its size does not matter.
@@ -184,11 +196,12 @@ impl From<Device> for DeviceChoice {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "spindle=info,wasmtime=warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let _tracing = spindle::telemetry::traces::init(match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    })?;
+    match cli.command {
         Command::Build { manifest, portable } => {
             let manifest = Manifest::load(&manifest)?;
             spindle::build::build_all(&manifest)?;

@@ -11,15 +11,49 @@ use super::response::{HostResponse, json_error};
 use crate::manifest::RouteMatch;
 use crate::runtime::{App, InvokeError, LoadedComponent};
 use crate::telemetry::metrics;
+use crate::telemetry::request_id;
 use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 
-/// Answers one request.
-pub async fn handle(app: &App, req: Request<Incoming>, client: SocketAddr) -> HostResponse {
+/// Answers one request, in a `request` span carrying its id (the client's `x-request-id`, or a
+/// new one, returned either way and passed to the guest), route, component, placement, status
+/// and duration.
+pub async fn handle(app: &App, mut req: Request<Incoming>, client: SocketAddr) -> HostResponse {
     let started = Instant::now();
+    let id = request_id::take_or_make(req.headers().get(request_id::HEADER));
+    let id_header = HeaderValue::from_str(&id).ok();
+    if let Some(value) = &id_header {
+        req.headers_mut().insert(request_id::HEADER, value.clone());
+    }
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        route = Empty,
+        component = Empty,
+        model = Empty,
+        engine = Empty,
+        device = Empty,
+        status = Empty,
+        duration_us = Empty,
+    );
+    let mut response = answer(app, req, client, &span, started).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("status", i64::from(status)).record("duration_us", started.elapsed().as_micros() as i64);
+    tracing::debug!(parent: &span, status, "answered");
+    if let Some(value) = id_header {
+        response.headers_mut().insert(request_id::HEADER, value);
+    }
+    response
+}
+
+async fn answer(app: &App, req: Request<Incoming>, client: SocketAddr, span: &tracing::Span, started: Instant) -> HostResponse {
     let path = req.uri().path().to_owned();
     let host_answer = match protocol::serve(app, req.method(), &path) {
         Some(response) => response,
@@ -28,6 +62,13 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: SocketAddr) -> Ho
                 let Some(component) = app.component(matched.component).cloned() else {
                     return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("route {} has no component", matched.route));
                 };
+                span.record("route", matched.route.as_str())
+                    .record("component", component.id.as_str())
+                    .record("engine", component.placement().backend.name())
+                    .record("device", component.placement().device.as_str());
+                if let Some(model) = path.strip_prefix("/v2/models/").and_then(|rest| rest.split('/').next()) {
+                    span.record("model", model);
+                }
                 let response = to_component(app, &component, req, &matched, client).await;
                 component.metrics.answered(response.status(), started.elapsed());
                 return response;

@@ -268,6 +268,11 @@ impl Batcher {
         })
     }
 
+    /// The model's name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     /// Its policy.
     pub fn policy(&self) -> &BatchPolicy {
         &self.policy

@@ -8,6 +8,8 @@ use super::footprint::PeakError;
 use super::graphs::SharedGraph;
 use super::models::LoadByNameError;
 use std::sync::Arc;
+use tracing::Instrument;
+use tracing::field::Empty;
 use wasmtime::component::Resource;
 
 /// A loaded graph, as a guest holds it, with the batcher its computes go through (named models).
@@ -177,17 +179,41 @@ impl graph::Host for NnView<'_> {
         encoding: GraphEncoding,
         target: ExecutionTarget,
     ) -> GuestResult<Resource<GraphResource>> {
-        let result = self.load_bytes(builders, encoding, target).await;
+        let span = self.span("wasi_nn.load", None);
+        span.record("bytes", builders.iter().map(Vec::len).sum::<usize>() as i64);
+        let result = self.load_bytes(builders, encoding, target).instrument(span).await;
         self.answer(result)
     }
 
     async fn load_by_name(&mut self, name: String) -> GuestResult<Resource<GraphResource>> {
-        let result = self.load_named(name).await;
+        let span = self.span("wasi_nn.load", Some(&name));
+        let result = self.load_named(name).instrument(span).await;
         self.answer(result)
     }
 }
 
 impl NnView<'_> {
+    /// A span for one `wasi:nn` call, a child of the request's.
+    fn span(&self, name: &'static str, model: Option<&str>) -> tracing::Span {
+        let placement = &self.ctx.component.placement;
+        let span = match name {
+            "wasi_nn.compute" => {
+                tracing::info_span!("wasi_nn.compute", model = Empty, engine = placement.backend.name(), device = placement.device.as_str())
+            }
+            _ => tracing::info_span!(
+                "wasi_nn.load",
+                model = Empty,
+                bytes = Empty,
+                engine = placement.backend.name(),
+                device = placement.device.as_str()
+            ),
+        };
+        if let Some(model) = model {
+            span.record("model", model);
+        }
+        span
+    }
+
     /// The guest's execution target is a request: the host's placement decides, and refuses a
     /// device it has not given this component.
     fn check_target(&self, target: ExecutionTarget) -> NnResult<()> {
@@ -229,7 +255,9 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         context: Resource<ExecutionContext>,
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> GuestResult<Vec<(String, Resource<Tensor>)>> {
-        let result = self.run(context, inputs).await?;
+        let model = self.table.get(&context)?.1.as_ref().map(|b| b.model().to_owned());
+        let span = self.span("wasi_nn.compute", model.as_deref());
+        let result = self.run(context, inputs).instrument(span).await?;
         self.answer(result)
     }
 

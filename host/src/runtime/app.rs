@@ -4,6 +4,7 @@
 
 use super::component::{self, CompiledComponents, Compiler, LoadedComponent};
 use super::epoch;
+use super::guest_output::{GuestOutput, OutputBudget};
 use super::instance::InstanceState;
 use super::limits::{InstanceLimiter, Limits};
 use super::mounts::Mounts;
@@ -236,7 +237,10 @@ impl App {
         // Mounted files are small local reads: do them on this thread, not via a blocking-pool hop.
         wasi.allow_blocking_current_thread(true);
         component.mounts.apply(&mut wasi)?;
-        wasi.envs(&component.environment).inherit_stderr();
+        let budget = Arc::new(OutputBudget::default());
+        wasi.envs(&component.environment)
+            .stdout(GuestOutput::new(component.name.clone(), "stdout", budget.clone()))
+            .stderr(GuestOutput::new(component.name.clone(), "stderr", budget));
         let state = InstanceState {
             table: ResourceTable::new(),
             wasi: wasi.build(),

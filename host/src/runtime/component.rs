@@ -24,6 +24,8 @@ use wasmtime_wasi_http::handler::ProxyPre;
 pub struct LoadedComponent {
     /// Its id in the manifest.
     pub id: ComponentId,
+    /// The same, shared by the log lines of its instances.
+    pub(super) name: Arc<str>,
     /// Its `.wasm` on the host.
     pub source: PathBuf,
     /// Its files.
@@ -52,7 +54,19 @@ impl LoadedComponent {
     ) -> Self {
         let admission = Admission::new(&limits);
         let metrics = ComponentMetrics::new(id.as_str());
-        Self { id, source, mounts, nn: Arc::new(nn), environment, outbound, limits, admission, metrics, pre: OnceCell::new() }
+        Self {
+            name: id.as_str().into(),
+            id,
+            source,
+            mounts,
+            nn: Arc::new(nn),
+            environment,
+            outbound,
+            limits,
+            admission,
+            metrics,
+            pre: OnceCell::new(),
+        }
     }
 
     /// Whether it is compiled and linked (on first use, or at start with `--preload`).

@@ -14,6 +14,7 @@ mod app;
 pub mod cache;
 mod component;
 pub mod epoch;
+pub mod guest_output;
 mod instance;
 pub mod invoke;
 pub mod limits;
