@@ -26,7 +26,7 @@ def container():
 
 def test_kubernetes_objects_fit_together():
     docs = documents()
-    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy"}
     deployment, service, hpa = docs["Deployment"], docs["Service"], docs["HorizontalPodAutoscaler"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
@@ -34,6 +34,14 @@ def test_kubernetes_objects_fit_together():
     assert service["spec"]["ports"][0]["targetPort"] in port_names
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
     assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    policy = docs["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == labels
+    assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} == port_names
+    metrics = next(c for c in container()["ports"] if c["name"] == "metrics")
+    args = container()["args"]
+    assert args[args.index("--admin-listen") + 1].endswith(f":{metrics['containerPort']}")
+    metrics_rule = next(r for r in policy["ingress"] if r["ports"] == [{"port": "metrics"}])
+    assert metrics_rule["from"], "the metrics port is not open to every pod"
 
 
 def test_the_image_runs_what_the_deployment_runs_and_holds_what_the_manifest_needs():

@@ -32,7 +32,7 @@ def test_readiness_waits_for_preload_and_model_readiness_for_the_graph(heldout):
     try:
         assert requests.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
         ready = requests.get(f"{server.url}/v2/health/ready", timeout=10)
-        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert ready.status_code == 400 and ready.json()["ready"] is False
         assert wait_for(lambda: requests.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200, 120)
         client = triton.InferenceServerClient(server.url.removeprefix("http://"))
         assert client.is_server_ready() and client.is_model_ready("cifar10") and client.is_model_ready("ppocr-det")
@@ -337,3 +337,21 @@ def test_spans_are_exported_over_otlp_http_when_the_endpoint_is_set(heldout):
     finally:
         server.stop()
         receiver.shutdown()
+
+
+def test_a_reload_keeps_unchanged_graphs_compiled_and_shared(heldout):
+    from conftest import png
+
+    server = Spindle(ROOT / "spin.toml")
+    try:
+        classify = f"{server.url}/models/cifar10/classify"
+        first = requests.post(classify, data=png(heldout[0][0]), timeout=30).json()
+        before = scrape(server)
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: moved(before, scrape(server), "spindle_reloads_total", outcome="swapped") == 1)
+        assert requests.post(classify, data=png(heldout[0][0]), timeout=30).json() == first
+        after = scrape(server)
+        assert moved(before, after, "spindle_graph_compiles_total") == 0, "the model did not change: no compile"
+        assert moved(before, after, "spindle_graph_shared_total") >= 1
+    finally:
+        server.stop()

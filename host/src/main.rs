@@ -282,7 +282,8 @@ fn main() -> Result<()> {
                 keep_resident_bytes: keep_resident_mib << 20,
                 preload,
             };
-            tokio::runtime::Runtime::new()?.block_on(async {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let served = runtime.block_on(async {
                 let admin = match admin_listen.0 {
                     Some(addr) => Some(Admin::bind(addr, spindle::telemetry::metrics::install()?).await?),
                     None => None,
@@ -332,7 +333,10 @@ fn main() -> Result<()> {
                 serving.await?;
                 println!("Stopped");
                 Ok(())
-            })
+            });
+            // A `--watch` build still running is not waited for.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            served
         }
     }
 }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// How often `--watch` looks at the files.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Files walked per mount at most, so a mount of a huge tree cannot make each look slow.
+/// Files stamped per watched path (a glob's match, a mounted folder) at most, so a huge tree
+/// cannot make each look slow.
 const MAX_WATCHED_PER_ENTRY: usize = 10_000;
 
 /// Reloads, saying how it went; a failure leaves the old version serving.
@@ -65,52 +66,53 @@ type Snapshot = BTreeMap<PathBuf, Stamp>;
 /// changed and reloads when the app's files changed.
 pub async fn watch(live: Arc<LiveApp>) {
     let manifest_path = live.current().manifest_path().to_owned();
-    let mut manifest = Manifest::load(&manifest_path).ok();
-    let mut sources = manifest.as_ref().map(build_sources).unwrap_or_default();
-    let mut app_files = app_snapshot(&manifest_path, manifest.as_ref());
+    let mut manifest = Manifest::load(&manifest_path).ok().map(Arc::new);
+    let (mut sources, mut app_files) = look(&manifest_path, manifest.clone()).await;
     tracing::info!(files = app_files.len(), "watching the manifest, each component's .wasm, mounts and build.watch files");
-    loop {
+    while !live.is_draining() {
         tokio::time::sleep(WATCH_INTERVAL).await;
-        if live.current().is_draining() {
-            return;
-        }
-        let now = manifest.as_ref().map(build_sources).unwrap_or_default();
+        let (now, app_now) = look(&manifest_path, manifest.clone()).await;
         let changed: Vec<ComponentId> =
             now.iter().filter(|(id, stamps)| sources.get(*id) != Some(stamps)).map(|(id, _)| id.clone()).collect();
-        let app_now = app_snapshot(&manifest_path, manifest.as_ref());
         if changed.is_empty() && app_now == app_files {
             continue;
         }
         // Let a save that writes several files finish before acting on it.
         tokio::time::sleep(WATCH_INTERVAL).await;
+        // What was seen before acting: a file saved during a build or reload is a change next time.
+        sources = look(&manifest_path, manifest.clone()).await.0;
         if let Some(manifest) = &manifest {
-            for id in &changed {
-                let (manifest_path, id) = (manifest.path.clone(), id.clone());
-                let built = tokio::task::spawn_blocking(move || {
-                    let manifest = Manifest::load(&manifest_path)?;
-                    build::build_component(&manifest, &id)
-                })
-                .await;
-                match built {
+            for id in changed {
+                let manifest = manifest.clone();
+                match tokio::task::spawn_blocking(move || build::build_component(&manifest, &id)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!("rebuild failed; the previous version keeps serving: {e:#}"),
                     Err(e) => tracing::error!("rebuild panicked; the previous version keeps serving: {e}"),
                 }
             }
         }
-        sources = manifest.as_ref().map(build_sources).unwrap_or_default();
-        let app_now = app_snapshot(&manifest_path, manifest.as_ref());
+        let app_now = look(&manifest_path, manifest.clone()).await.1;
         if app_now != app_files {
-            if reload(&live, "files changed").await {
-                manifest = Manifest::load(&manifest_path).ok();
-                sources = manifest.as_ref().map(build_sources).unwrap_or_default();
-            } else if let Ok(fixed) = Manifest::load(&manifest_path) {
-                // The manifest reads, the app did not build: watch what it names now anyway.
-                manifest = Some(fixed);
+            app_files = app_now;
+            reload(&live, "files changed").await;
+            // Watch what the manifest names now, whether or not the app it describes built.
+            if let Ok(read) = Manifest::load(&manifest_path) {
+                manifest = Some(Arc::new(read));
             }
-            app_files = app_snapshot(&manifest_path, manifest.as_ref());
         }
     }
+}
+
+/// The stamps of every component's `build.watch` files, and of the app's files, read off the
+/// threads serving requests.
+async fn look(manifest_path: &Path, manifest: Option<Arc<Manifest>>) -> (BTreeMap<ComponentId, Snapshot>, Snapshot) {
+    let path = manifest_path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let manifest = manifest.as_deref();
+        (manifest.map(build_sources).unwrap_or_default(), app_snapshot(&path, manifest))
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Per component with a build: the stamps of the files its `build.watch` globs match, relative

@@ -4,7 +4,8 @@
 //! - `GET /v2`: server metadata and the protocol extensions Spindle really supports.
 //! - `GET /v2/health/live`: 200 while the process serves. `GET /v2/health/ready`: 200 once the
 //!   app can serve every route (with `--preload`, once every component is compiled and every
-//!   model loaded), 503 `{"ready": false}` before that and once shutdown begins.
+//!   model loaded), 400 `{"ready": false}` (the protocol's false, as Triton answers it) before
+//!   that and once shutdown begins.
 //! - `GET /v2/models/{m}[/versions/{v}]/ready`: Triton's meaning, 200 when that model's
 //!   component is compiled and its graph loaded now, 400 when not.
 //! - `GET /v2/models` and Triton's `POST /v2/repository/index`: the models the routes serve.
@@ -29,7 +30,8 @@ pub fn serve(app: &App, method: &Method, path: &str) -> Option<HostResponse> {
         "/v2" if get => json(&json!({"name": "spindle", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS})),
         "/v2/health/live" if get => json(&json!({"live": true})),
         "/v2/health/ready" if get && !app.is_ready() => {
-            json_with_status(StatusCode::SERVICE_UNAVAILABLE, &json!({"live": true, "ready": false}))
+            // The protocol's "false" is a 4xx; Triton answers 400.
+            json_with_status(StatusCode::BAD_REQUEST, &json!({"live": true, "ready": false}))
         }
         "/v2/health/ready" if get => json(&json!({"live": true, "ready": true})),
         "/v2/models" if get => json(&json!({"models": index(app)})),
@@ -95,8 +97,12 @@ fn statistics(app: &App, model: Option<&str>, version: &str) -> Vec<serde_json::
 /// mounts a model of that name, its graph is loaded now; 400 (what `tritonclient` reads as not
 /// ready) before that or while shutting down; 404 for a model no route serves.
 fn model_ready(app: &App, model: &str, version: &str) -> HostResponse {
-    let Some(component) = app.router().route(&format!("/v2/models/{model}")).and_then(|m| app.component(m.component)) else {
-        return json_error(StatusCode::NOT_FOUND, format!("unknown model '{model}' (served here: {:?})", names(app)));
+    let served = names(app);
+    let component = app.router().route(&format!("/v2/models/{model}")).and_then(|m| app.component(m.component));
+    // A catch-all route does not make every name a model: it must have its own route or be a
+    // model file the component mounts.
+    let Some(component) = component.filter(|c| served.iter().any(|n| n == model) || c.nn.models.is_loaded(model).is_some()) else {
+        return json_error(StatusCode::NOT_FOUND, format!("unknown model '{model}' (served here: {served:?})"));
     };
     let why_not = if app.is_draining() {
         Some("the server is shutting down".to_owned())

@@ -12,6 +12,7 @@ use crate::manifest::RouteMatch;
 use crate::runtime::{App, InvokeError, LoadedComponent};
 use crate::telemetry::metrics;
 use crate::telemetry::request_id;
+use crate::telemetry::traces::clip;
 use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
@@ -34,7 +35,7 @@ pub async fn handle(app: &App, mut req: Request<Incoming>, client: SocketAddr) -
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %req.uri().path(),
+        path = clip(req.uri().path()),
         route = Empty,
         component = Empty,
         model = Empty,
@@ -67,7 +68,7 @@ async fn answer(app: &App, req: Request<Incoming>, client: SocketAddr, span: &tr
                     .record("engine", component.placement().backend.name())
                     .record("device", component.placement().device.as_str());
                 if let Some(model) = path.strip_prefix("/v2/models/").and_then(|rest| rest.split('/').next()) {
-                    span.record("model", model);
+                    span.record("model", clip(model));
                 }
                 let response = to_component(app, &component, req, &matched, client).await;
                 component.metrics.answered(response.status(), started.elapsed());

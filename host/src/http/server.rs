@@ -87,8 +87,9 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains: stops accepting (new connections are
     /// refused), answers readiness false, lets every request in flight finish and closes each
-    /// connection after its current request, for up to `grace`; then drops the app (removing
-    /// its staging folders) and returns.
+    /// connection after its current request, for up to `grace`; then returns. The app, and its
+    /// staging folders, go with the last holder of [`Server::live`] (at the latest when the
+    /// runtime ends).
     pub async fn serve_until(self, shutdown: impl std::future::Future<Output = ()>, grace: Duration) -> Result<()> {
         let (drain, draining) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
@@ -148,7 +149,7 @@ impl Server {
             });
         }
         let Server { live, listener, connections, max_connections } = self;
-        live.current().start_draining();
+        live.start_draining();
         drop(listener);
         let _ = drain.send(true);
         let in_flight = max_connections - connections.available_permits();

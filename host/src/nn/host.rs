@@ -209,7 +209,7 @@ impl NnView<'_> {
             ),
         };
         if let Some(model) = model {
-            span.record("model", model);
+            span.record("model", crate::telemetry::traces::clip(model));
         }
         span
     }

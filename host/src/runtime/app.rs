@@ -75,8 +75,9 @@ impl App {
             cache: options.cache.clone(),
             compiled: Arc::new(CompiledComponents::default()),
             pool_memory_bytes: largest_memory,
+            pool_instances: instances,
         };
-        Self::assemble(manifest, limits, options, compiler, graphs, inference_engines)
+        Self::assemble(manifest, limits, options, compiler, graphs, inference_engines, &HashMap::new())
     }
 
     /// The same host with a new manifest, for a reload: the wasm engine, its instance pool and
@@ -96,8 +97,24 @@ impl App {
                 );
             }
         }
+        let wanted: usize = manifest.app.component.keys().map(|id| self.limits.with(&manifest.settings(id)).max_concurrent).sum();
+        let serving: usize = self.components.values().map(|c| c.limits.max_concurrent).sum();
+        if wanted > self.compiler.pool_instances && wanted > serving {
+            bail!(
+                "the components' max_concurrent_requests add up to {wanted}, more than the {} instance slots the pool was sized for at start; restart to raise it",
+                self.compiler.pool_instances
+            );
+        }
         let compiler = Compiler { compiled: Arc::new(CompiledComponents::default()), ..self.compiler.clone() };
-        Self::assemble(manifest, &self.limits, &self.options, compiler, self.graphs.clone(), self.inference_engines.clone())
+        Self::assemble(
+            manifest,
+            &self.limits,
+            &self.options,
+            compiler,
+            self.graphs.clone(),
+            self.inference_engines.clone(),
+            &self.components,
+        )
     }
 
     fn assemble(
@@ -107,6 +124,7 @@ impl App {
         compiler: Compiler,
         graphs: Arc<GraphCache>,
         inference_engines: Arc<InferenceEngines>,
+        replacing: &HashMap<ComponentId, Arc<LoadedComponent>>,
     ) -> Result<Self> {
         let mut components = HashMap::new();
         for (id, component) in &manifest.app.component {
@@ -134,7 +152,7 @@ impl App {
             models.label_metrics(id.as_str(), placement.backend.name(), placement.device.as_str());
             let limits = limits.with(&settings);
             let nn = ComponentNn::new(models, placement, limits.nn, graphs.clone());
-            let loaded = LoadedComponent::new(
+            let mut loaded = LoadedComponent::new(
                 id.clone(),
                 source,
                 mounts,
@@ -143,6 +161,11 @@ impl App {
                 OutboundPolicy::new(&component.allowed_outbound_hosts),
                 limits,
             );
+            if let Some(old) = replacing.get(id)
+                && (old.limits.max_concurrent, old.limits.max_queued) == (loaded.limits.max_concurrent, loaded.limits.max_queued)
+            {
+                loaded.admission = old.admission.clone();
+            }
             components.insert(id.clone(), Arc::new(loaded));
         }
         Ok(Self {

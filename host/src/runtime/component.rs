@@ -36,7 +36,9 @@ pub struct LoadedComponent {
     pub(super) outbound: OutboundPolicy,
     /// Its limits, the host's with its own settings applied.
     pub limits: Limits,
-    pub(super) admission: Admission,
+    /// Shared with the same component of the app it replaced, if its limits are the same, so a
+    /// reload never lets it run more requests at once than its pool slots.
+    pub(super) admission: Arc<Admission>,
     /// Its Prometheus metrics.
     pub metrics: ComponentMetrics,
     pre: OnceCell<ProxyPre<InstanceState>>,
@@ -52,7 +54,7 @@ impl LoadedComponent {
         outbound: OutboundPolicy,
         limits: Limits,
     ) -> Self {
-        let admission = Admission::new(&limits);
+        let admission = Arc::new(Admission::new(&limits));
         let metrics = ComponentMetrics::new(id.as_str());
         Self {
             name: id.as_str().into(),
@@ -93,6 +95,8 @@ pub(super) struct Compiler {
     pub compiled: Arc<CompiledComponents>,
     /// The largest linear memory the instance pool's slots hold.
     pub pool_memory_bytes: usize,
+    /// Component instances the pool holds.
+    pub pool_instances: usize,
 }
 
 impl Compiler {

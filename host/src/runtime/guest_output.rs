@@ -1,7 +1,8 @@
 //! What a guest writes to stdout and stderr: logged line by line as `spindle::guest` events,
 //! attributed to its component (and, inside the request's span, to the request), up to a budget
-//! per instance; past it the rest is dropped with one warning, so a chatty or hostile guest cannot
-//! flood the host's log. Filter it with `RUST_LOG` (`spindle::guest=off`).
+//! per instance, that is per request; past it the rest is dropped with one warning, so one
+//! request cannot flood the host's log or make it buffer. Filter it with `RUST_LOG`
+//! (`spindle::guest=off`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,6 +25,12 @@ pub struct OutputBudget {
     warned: AtomicBool,
 }
 
+impl OutputBudget {
+    fn spent(&self) -> bool {
+        self.logged.load(Ordering::Relaxed) > OUTPUT_BUDGET
+    }
+}
+
 /// stdout or stderr of one instance.
 #[derive(Clone)]
 pub struct GuestOutput(Arc<Stream>);
@@ -44,25 +51,40 @@ impl GuestOutput {
 }
 
 impl Stream {
-    fn write(&self, mut bytes: &[u8]) {
-        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(&bytes[..end]);
-            self.emit(&mut line);
-            bytes = &bytes[end + 1..];
+    /// Logs each complete line, and each `MAX_LINE` bytes of a longer one; once the instance's
+    /// budget is spent, drops the rest without looking at it. Linear in what it logs.
+    fn write(&self, bytes: &[u8]) {
+        if self.budget.spent() {
+            return;
         }
-        line.extend_from_slice(bytes);
-        while line.len() >= MAX_LINE {
-            let rest = line.split_off(MAX_LINE);
-            self.emit(&mut line);
-            *line = rest;
+        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let (mut text, ended) = match piece.split_last() {
+                Some((b'\n', text)) => (text, true),
+                _ => (piece, false),
+            };
+            while !text.is_empty() {
+                let take = (MAX_LINE - line.len()).min(text.len());
+                line.extend_from_slice(&text[..take]);
+                text = &text[take..];
+                if line.len() == MAX_LINE {
+                    self.emit(&mut line);
+                }
+            }
+            if ended {
+                self.emit(&mut line);
+            }
+            if self.budget.spent() {
+                line.clear();
+                return;
+            }
         }
     }
 
     fn emit(&self, line: &mut Vec<u8>) {
         let len = line.len() + 1;
         let before = self.budget.logged.fetch_add(len, Ordering::Relaxed);
-        if before + len <= OUTPUT_BUDGET {
+        if before.saturating_add(len) <= OUTPUT_BUDGET {
             let text = String::from_utf8_lossy(line);
             tracing::info!(target: "spindle::guest", component = %self.component, stream = self.name, "{}", text.trim_end_matches('\r'));
         } else if !self.budget.warned.swap(true, Ordering::Relaxed) {
@@ -135,5 +157,21 @@ impl AsyncWrite for GuestOutput {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_write_without_newlines_stops_at_the_budget() {
+        let budget = Arc::new(OutputBudget::default());
+        let out = GuestOutput::new("c".into(), "stdout", budget.clone());
+        // Was quadratic: each 4 KiB line moved the rest of a 64 MiB buffer.
+        out.0.write(&vec![b'x'; 64 << 20]);
+        out.0.write(b"more\n");
+        assert!(budget.spent());
+        assert!(out.0.line.lock().unwrap().is_empty(), "nothing is buffered past the budget");
     }
 }

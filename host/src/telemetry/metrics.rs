@@ -54,6 +54,9 @@ pub const RESIDENT_MEMORY: &str = "spindle_process_resident_memory_bytes";
 /// Reloads (SIGHUP or `--watch`), by `outcome` (`swapped` or `failed`).
 pub const RELOADS: &str = "spindle_reloads";
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Microsecond buckets from 50 µs to 60 s.
 const DURATION_BUCKETS_US: &[f64] =
     &[50.0, 100.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 3e7, 6e7];
@@ -65,6 +68,15 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_duration_us".into()), DURATION_BUCKETS_US)?
         .set_buckets_for_metric(Matcher::Full(INFERENCE_BATCH_SIZE.into()), BATCH_SIZE_BUCKETS)?
         .install_recorder()?;
+    // Histograms keep their samples until upkeep folds them into buckets: without it, a host
+    // nobody scrapes would grow with every request.
+    let upkeep = handle.clone();
+    std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            upkeep.run_upkeep();
+        }
+    })?;
     describe_counter!(REQUESTS, "HTTP requests answered, by component and status class");
     describe_histogram!(REQUEST_DURATION, metrics::Unit::Microseconds, "Time from a request's headers to its response");
     describe_histogram!(REQUEST_QUEUE_DURATION, metrics::Unit::Microseconds, "Time waiting for a component slot (admission)");

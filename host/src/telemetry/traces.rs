@@ -13,6 +13,22 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
+/// Longest text a span field keeps of what a client or guest chose (a path, a model name), so
+/// that neither can make the spans the host keeps for export large.
+pub const MAX_FIELD: usize = 256;
+
+/// `text` cut to at most [`MAX_FIELD`] bytes, at a character boundary.
+pub fn clip(text: &str) -> &str {
+    if text.len() <= MAX_FIELD {
+        return text;
+    }
+    let mut end = MAX_FIELD;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogFormat {

@@ -40,7 +40,8 @@ fn python_lib_dirs() -> Vec<PathBuf> {
     let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
     let mut dirs: Vec<PathBuf> = var("VIRTUAL_ENV").into_iter().map(|env| env.join("lib")).collect();
     dirs.push(PathBuf::from(".venv/lib"));
-    for bin in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+    // Relative entries (`.` on PATH) would make the current folder choose the library.
+    for bin in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).filter(|bin| bin.is_absolute()) {
         if bin.join("python3").is_file()
             && let Some(prefix) = bin.parent()
         {
@@ -59,8 +60,9 @@ fn find_in_site_packages(lib: &Path) -> Option<PathBuf> {
         .filter(|entry| entry.file_name().to_str().is_some_and(|name| name.starts_with("python3")))
         .map(|entry| entry.path())
         .collect();
-    // The newest Python first, as `python3` most likely is.
-    pythons.sort_by(|a, b| b.cmp(a));
+    // The newest Python first (3.12 before 3.9), as `python3` most likely is.
+    let minor = |p: &PathBuf| p.file_name()?.to_str()?.strip_prefix("python3.")?.parse::<u32>().ok();
+    pythons.sort_by_key(|p| std::cmp::Reverse(minor(p)));
     pythons.iter().find_map(|python| {
         ["site-packages", "dist-packages"].iter().find_map(|packages| find_library(&python.join(packages).join("onnxruntime/capi")))
     })
