@@ -53,7 +53,7 @@ class Spindle:
             self.banner.append(line.rstrip("\n"))
             if m := re.match(r"Metrics on (http://\S+)", line):
                 self.metrics_url = m.group(1)
-            m = re.match(rf"{until} (http://[^\s,]+)", line)
+            m = re.match(rf"{until} (https?://[^\s,]+)", line)
             if m:
                 self.url = m.group(1)
                 break

@@ -46,6 +46,18 @@ enum Command {
         /// off. Keep it off the public address.
         #[arg(long, value_name = "ADDR|none", default_value = "127.0.0.1:9090")]
         admin_listen: AdminListen,
+        /// A PEM certificate chain: with --tls-key, the listener speaks TLS (HTTP/2 and HTTP/1.1
+        /// by ALPN). Without them it speaks HTTP/1.1 and HTTP/2 with prior knowledge.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Append one JSON line per request (time, request id, principal, client, route,
+        /// component, models, engine, status, bytes, duration) to FILE, or write them to stdout
+        /// with `-`.
+        #[arg(long, value_name = "FILE|-")]
+        audit_log: Option<PathBuf>,
         /// Run each component's build command first.
         #[arg(long)]
         build: bool,
@@ -132,6 +144,11 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
         shutdown_timeout_s: u64,
     },
+    /// Manage the bearer tokens a manifest's `access` names.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Run each component's build command (like `spin build`).
     Build {
         /// The manifest.
@@ -141,6 +158,19 @@ enum Command {
         /// and write spin.portable.toml.
         #[arg(long)]
         portable: bool,
+    },
+}
+
+/// `spindle token …`.
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new token for PRINCIPAL: print it once, and append only its SHA-256 to FILE.
+    Add {
+        /// Who the token is for: 1–64 letters, digits or `. _ - @`; logged and audited by name.
+        principal: String,
+        /// The tokens file a manifest's `access = { tokens_file = "…" }` names (created with mode 0600).
+        #[arg(long)]
+        file: PathBuf,
     },
 }
 
@@ -202,6 +232,12 @@ fn main() -> Result<()> {
         LogFormatArg::Json => LogFormat::Json,
     })?;
     match cli.command {
+        Command::Token { command: TokenCommand::Add { principal, file } } => {
+            let token = spindle::runtime::access::add_token(&principal, &file)?;
+            eprintln!("Added a token for {principal} to {}; it is shown only now:", file.display());
+            println!("{token}");
+            Ok(())
+        }
         Command::Build { manifest, portable } => {
             let manifest = Manifest::load(&manifest)?;
             spindle::build::build_all(&manifest)?;
@@ -215,6 +251,9 @@ fn main() -> Result<()> {
             manifest,
             listen,
             admin_listen,
+            audit_log,
+            tls_cert,
+            tls_key,
             build,
             memory_limit_mib,
             timeout_ms,
@@ -241,6 +280,10 @@ fn main() -> Result<()> {
             shutdown_timeout_s,
         } => {
             let manifest = Manifest::load(&manifest)?;
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(cert), Some(key)) => Some(spindle::http::server::tls_acceptor(cert, key)?),
+                _ => None,
+            };
             if build {
                 spindle::build::build_all(&manifest)?;
             }
@@ -289,7 +332,13 @@ fn main() -> Result<()> {
                     None => None,
                 };
                 let app = App::build(&manifest, &limits, &options)?;
-                let server = Server::bind(app, listen).await?.max_connections(max_connections);
+                let mut server = Server::bind(app, listen).await?.max_connections(max_connections);
+                if let Some(tls) = tls {
+                    server = server.tls(tls);
+                }
+                if let Some(target) = &audit_log {
+                    server = server.audit_log(spindle::telemetry::audit::AuditLog::open(target)?);
+                }
                 let addr = server.local_addr()?;
                 let app = server.app();
                 println!("Engines:");
@@ -316,15 +365,16 @@ fn main() -> Result<()> {
                 tokio::pin!(serving);
                 if preload {
                     // The listener is open: readiness answers 503 until everything is loaded.
-                    println!("Listening on http://{addr}, preloading");
+                    println!("Listening on {}://{addr}, preloading", if tls_cert.is_some() { "https" } else { "http" });
                     tokio::select! {
                         served = &mut serving => return served,
                         loaded = app.preload() => loaded?,
                     }
                 }
-                println!("Serving http://{addr}");
+                let scheme = if tls_cert.is_some() { "https" } else { "http" };
+                println!("Serving {scheme}://{addr}");
                 for (route, component) in app.router().routes() {
-                    println!("  http://{addr}{route} -> {component}");
+                    println!("  {scheme}://{addr}{route} -> {component}");
                 }
                 drop(app);
                 if watch {

@@ -19,6 +19,11 @@ use crate::runtime::App;
 use http::{Method, StatusCode};
 use serde_json::json;
 
+/// Whether `path` is a health endpoint, which stays open for probes whatever `host_access` says.
+pub fn is_health(path: &str) -> bool {
+    matches!(path.trim_end_matches('/'), "/v2/health/live" | "/v2/health/ready")
+}
+
 /// Extensions whose endpoints Spindle implements in full.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "statistics"];
 

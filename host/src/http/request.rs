@@ -9,7 +9,10 @@
 use super::protocol;
 use super::response::{HostResponse, json_error};
 use crate::manifest::RouteMatch;
+use crate::runtime::access::{Refused, Tokens};
+use crate::runtime::invoke::{BodyBytes, LoadedModels};
 use crate::runtime::{App, InvokeError, LoadedComponent};
+use crate::telemetry::audit::{AuditLog, AuditRecord, rfc3339};
 use crate::telemetry::metrics;
 use crate::telemetry::request_id;
 use crate::telemetry::traces::clip;
@@ -21,11 +24,20 @@ use std::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+/// What the host learnt answering one request, for its span and the audit log.
+#[derive(Default)]
+struct Facts<'a> {
+    principal: Option<String>,
+    route: Option<String>,
+    component: Option<&'a LoadedComponent>,
+}
+
 /// Answers one request, in a `request` span carrying its id (the client's `x-request-id`, or a
 /// new one, returned either way and passed to the guest), route, component, placement, status
-/// and duration.
-pub async fn handle(app: &App, mut req: Request<Incoming>, client: SocketAddr) -> HostResponse {
+/// and duration; then writes its audit line, if there is an audit log.
+pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incoming>, client: SocketAddr) -> HostResponse {
     let started = Instant::now();
+    let arrived = std::time::SystemTime::now();
     let id = request_id::take_or_make(req.headers().get(request_id::HEADER));
     let id_header = HeaderValue::from_str(&id).ok();
     if let Some(value) = &id_header {
@@ -36,6 +48,7 @@ pub async fn handle(app: &App, mut req: Request<Incoming>, client: SocketAddr) -
         request_id = %id,
         method = %req.method(),
         path = clip(req.uri().path()),
+        principal = Empty,
         route = Empty,
         component = Empty,
         model = Empty,
@@ -44,25 +57,64 @@ pub async fn handle(app: &App, mut req: Request<Incoming>, client: SocketAddr) -
         status = Empty,
         duration_us = Empty,
     );
-    let mut response = answer(app, req, client, &span, started).instrument(span.clone()).await;
+    let (method, path) = (req.method().clone(), audit.map(|_| req.uri().path().to_owned()));
+    let declared_in = content_length(req.headers());
+    let mut facts = Facts::default();
+    let mut response = answer(app, req, client, &span, started, &mut facts).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    span.record("status", i64::from(status)).record("duration_us", started.elapsed().as_micros() as i64);
+    let took = started.elapsed();
+    span.record("status", i64::from(status)).record("duration_us", took.as_micros() as i64);
     tracing::debug!(parent: &span, status, "answered");
     if let Some(value) = id_header {
         response.headers_mut().insert(request_id::HEADER, value);
     }
+    if let Some(audit) = audit {
+        let models = response.extensions_mut().remove::<LoadedModels>().unwrap_or_default().0;
+        let bytes_in = response.extensions_mut().remove::<BodyBytes>().map_or(declared_in.unwrap_or(0), |b| b.0);
+        let placement = facts.component.map(|c| c.placement());
+        audit.record(&AuditRecord {
+            time: rfc3339(arrived),
+            request_id: &id,
+            principal: facts.principal.as_deref(),
+            client: client.to_string(),
+            method: method.as_str(),
+            path: clip(path.as_deref().unwrap_or_default()),
+            route: facts.route.as_deref(),
+            component: facts.component.map(|c| c.id.as_str()),
+            models: &models,
+            engine: placement.map(|p| p.backend.name()),
+            device: placement.map(|p| p.device.as_str()),
+            status,
+            bytes_in,
+            bytes_out: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+            duration_us: took.as_micros() as u64,
+        });
+    }
     response
 }
 
-async fn answer(app: &App, req: Request<Incoming>, client: SocketAddr, span: &tracing::Span, started: Instant) -> HostResponse {
+async fn answer<'a>(
+    app: &'a App,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    span: &tracing::Span,
+    started: Instant,
+    facts: &mut Facts<'a>,
+) -> HostResponse {
     let path = req.uri().path().to_owned();
     let host_answer = match protocol::serve(app, req.method(), &path) {
-        Some(response) => response,
+        // Health stays open for probes; the rest of the host's endpoints follow host_access.
+        Some(response) => match app.host_access().filter(|_| !protocol::is_health(&path)) {
+            Some(tokens) => refusal(tokens, req.headers(), span, facts).unwrap_or(response),
+            None => response,
+        },
         None => match app.router().route(&path) {
             Some(matched) => {
-                let Some(component) = app.component(matched.component).cloned() else {
+                let Some(component) = app.component(matched.component) else {
                     return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("route {} has no component", matched.route));
                 };
+                facts.route = Some(matched.route.clone());
+                facts.component = Some(component);
                 span.record("route", matched.route.as_str())
                     .record("component", component.id.as_str())
                     .record("engine", component.placement().backend.name())
@@ -70,7 +122,19 @@ async fn answer(app: &App, req: Request<Incoming>, client: SocketAddr, span: &tr
                 if let Some(model) = path.strip_prefix("/v2/models/").and_then(|rest| rest.split('/').next()) {
                     span.record("model", clip(model));
                 }
-                let response = to_component(app, &component, req, &matched, client).await;
+                let mut req = req;
+                if let Some(tokens) = &component.access {
+                    if let Some(refused) = refusal(tokens, req.headers(), span, facts) {
+                        component.metrics.answered(refused.status(), started.elapsed());
+                        return refused;
+                    }
+                    // The token is the host's business; the function learns who called.
+                    req.headers_mut().remove(http::header::AUTHORIZATION);
+                    if let Some(principal) = facts.principal.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+                        req.headers_mut().insert(PRINCIPAL_HEADER, principal);
+                    }
+                }
+                let response = to_component(app, component, req, &matched, client).await;
                 component.metrics.answered(response.status(), started.elapsed());
                 return response;
             }
@@ -79,6 +143,35 @@ async fn answer(app: &App, req: Request<Incoming>, client: SocketAddr, span: &tr
     };
     metrics::host_request_answered(host_answer.status(), started.elapsed());
     host_answer
+}
+
+/// The header that tells a function which principal called it, when its route needs a token.
+pub const PRINCIPAL_HEADER: &str = "spindle-principal";
+
+/// Checks the request's bearer token against `tokens`: the principal goes into `facts` and
+/// the span, or the refusal is a 401 that says only what was missing or wrong.
+#[must_use]
+fn refusal(tokens: &Tokens, headers: &http::HeaderMap, span: &tracing::Span, facts: &mut Facts<'_>) -> Option<HostResponse> {
+    match tokens.authenticate(headers.get(http::header::AUTHORIZATION)) {
+        Ok(principal) => {
+            span.record("principal", principal);
+            facts.principal = Some(principal.to_owned());
+            None
+        }
+        Err(refused) => {
+            let mut response = json_error(StatusCode::UNAUTHORIZED, &refused);
+            let challenge = match refused {
+                Refused::Missing => r#"Bearer realm="spindle""#,
+                Refused::Invalid => r#"Bearer realm="spindle", error="invalid_token""#,
+            };
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            Some(response)
+        }
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
 }
 
 /// Runs the request through the component its route names.
@@ -91,7 +184,7 @@ async fn to_component(
 ) -> HostResponse {
     let limit = component.limits.max_body_bytes;
     let (mut parts, body) = req.into_parts();
-    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = content_length(&parts.headers);
     if declared.is_some_and(|n| n > limit as u64) {
         component.metrics.failed("body_too_large");
         return json_error(StatusCode::PAYLOAD_TOO_LARGE, InvokeError::BodyTooLarge { limit });

@@ -1,22 +1,31 @@
-//! The listener and its connections: accept (at most `--max-connections` open at once), one hyper
-//! HTTP/1.1 connection task each, every request handed to [`super::request::handle`]; and the
-//! drain at shutdown: stop accepting, let requests in flight finish, close idle connections.
+//! The listener and its connections: accept (at most `--max-connections` open at once), TLS
+//! when configured (rustls, ALPN `h2` and `http/1.1`), one hyper connection task each speaking
+//! HTTP/1.1 or HTTP/2 (prior knowledge in clear text), every request handed to
+//! [`super::request::handle`]; and the drain at shutdown: stop accepting, let requests in flight
+//! finish, close idle connections.
 
 use super::request;
 use crate::runtime::{App, LiveApp};
-use anyhow::{Context, Result};
-use hyper_util::rt::TokioIo;
+use crate::telemetry::audit::AuditLog;
+use anyhow::{Context, Result, bail};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// While draining, how long a connection that has not sent a request yet gets to send one.
 const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
+
+/// HTTP/2 streams (requests) one connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 
 /// Connections open at once by default; more wait in the listen backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -40,6 +49,8 @@ impl Drop for OpenConnection {
 /// A bound listener and the app behind it.
 pub struct Server {
     live: Arc<LiveApp>,
+    audit: Option<Arc<AuditLog>>,
+    tls: Option<TlsAcceptor>,
     listener: TcpListener,
     connections: Arc<Semaphore>,
     max_connections: usize,
@@ -50,13 +61,32 @@ impl Server {
     pub async fn bind(app: App, addr: SocketAddr) -> Result<Self> {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let connections = Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS));
-        Ok(Self { live: Arc::new(LiveApp::new(app)), listener, connections, max_connections: DEFAULT_MAX_CONNECTIONS })
+        Ok(Self {
+            live: Arc::new(LiveApp::new(app)),
+            audit: None,
+            tls: None,
+            listener,
+            connections,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        })
     }
 
     /// Keeps at most `n` connections open; the next is accepted when one closes.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self.connections = Arc::new(Semaphore::new(self.max_connections));
+        self
+    }
+
+    /// Speaks TLS on the listener with `acceptor` ([`tls_acceptor`]).
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Writes one audit line per request to `log`.
+    pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit = Some(Arc::new(log));
         self
     }
 
@@ -112,7 +142,9 @@ impl Server {
                 tracing::debug!(%client, "TCP_NODELAY: {e}");
             }
             let live = self.live.clone();
-            let mut draining = draining.clone();
+            let audit = self.audit.clone();
+            let tls = self.tls.clone();
+            let draining = draining.clone();
             tokio::spawn(async move {
                 let _open = open;
                 let _counted = OpenConnection::new();
@@ -120,35 +152,24 @@ impl Server {
                 let counted = requests.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let app = live.current();
+                    let audit = audit.clone();
                     counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    async move { Ok::<_, std::convert::Infallible>(request::handle(&app, req, client).await) }
+                    async move { Ok::<_, std::convert::Infallible>(request::handle(&app, audit.as_deref(), req, client).await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                let closed = tokio::select! {
-                    closed = conn.as_mut() => closed,
-                    () = async {
-                        drop(draining.wait_for(|d| *d).await);
-                        // A connection that has not had its first request read yet may have one
-                        // on the way (sent before the drain began): closing it now would lose it.
-                        let began = tokio::time::Instant::now();
-                        while requests.load(std::sync::atomic::Ordering::Relaxed) == 0 && began.elapsed() < FIRST_REQUEST_WAIT {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    } => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
+                let closed = match tls {
+                    None => serve_connection(TokioIo::new(stream), service, draining, requests).await,
+                    Some(tls) => match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), service, draining, requests).await,
+                        Ok(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
+                        Err(_) => return tracing::debug!(%client, "TLS handshake timed out"),
+                    },
                 };
                 if let Err(e) = closed {
                     tracing::debug!(%client, "connection closed: {e}");
                 }
             });
         }
-        let Server { live, listener, connections, max_connections } = self;
+        let Server { live, listener, connections, max_connections, .. } = self;
         live.start_draining();
         drop(listener);
         let _ = drain.send(true);
@@ -165,4 +186,64 @@ impl Server {
         drop(live);
         Ok(())
     }
+}
+
+/// Serves one connection, HTTP/1.1 or HTTP/2 (by ALPN over TLS, by prior knowledge in clear
+/// text), until it closes; once `draining` turns true, finishes the requests in flight and
+/// closes.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = super::response::HostResponse> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        closed = conn.as_mut() => closed,
+        () = async {
+            drop(draining.wait_for(|d| *d).await);
+            // A connection that has not had its first request read yet may have one on the way
+            // (sent before the drain began): closing it now would lose it.
+            let began = tokio::time::Instant::now();
+            while requests.load(std::sync::atomic::Ordering::Relaxed) == 0 && began.elapsed() < FIRST_REQUEST_WAIT {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+/// `--tls-cert` and `--tls-key`: a rustls server config offering `h2` and `http/1.1`.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("--tls-cert {}: not a readable PEM file", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--tls-cert {}: not PEM certificates", cert.display()))?;
+    if chain.is_empty() {
+        bail!("--tls-cert {}: no certificate in it", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("--tls-key {}: no PEM private key in it", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("--tls-cert and --tls-key do not make a usable pair")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -195,6 +195,23 @@ pub struct AppSettings {
     /// (default: the manifest's own folder). Naming a folder above it is an explicit grant.
     #[serde(default)]
     pub files_root: Option<String>,
+    /// Bearer tokens for the host's own protocol endpoints (`/v2`, `/v2/models`, statistics,
+    /// model readiness); health stays open for probes. Default: open.
+    #[serde(default)]
+    pub host_access: Option<AccessSource>,
+}
+
+/// Where a route's bearer tokens come from: exactly one of a file of hashed tokens or an
+/// environment variable; never the tokens themselves.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSource {
+    /// A file, relative to the manifest, of `PRINCIPAL sha256:HEX` lines (`spindle token add`).
+    #[serde(default)]
+    pub tokens_file: Option<String>,
+    /// An environment variable holding `PRINCIPAL:TOKEN` pairs separated by commas.
+    #[serde(default)]
+    pub tokens_env: Option<String>,
 }
 
 /// Spindle-only settings for one component (`[component.NAME.tool.spindle]`).
@@ -241,4 +258,7 @@ pub struct SpindleSettings {
     /// Device: `auto`, `cpu` or `gpu`.
     #[serde(default)]
     pub device: Option<DeviceChoice>,
+    /// Bearer tokens a request to this component must carry. Default: open.
+    #[serde(default)]
+    pub access: Option<AccessSource>,
 }

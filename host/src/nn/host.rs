@@ -112,6 +112,9 @@ impl NnView<'_> {
     async fn load_named(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
         let component = self.ctx.component.clone();
         let (graph, batcher) = component.models.load(&name, &component.cache, &component.placement.backend).await?;
+        if !self.ctx.loaded.contains(&name) {
+            self.ctx.loaded.push(name);
+        }
         Ok(self.table.push(GraphResource(graph, batcher))?)
     }
 
@@ -193,14 +196,20 @@ impl graph::Host for NnView<'_> {
 }
 
 impl NnView<'_> {
-    /// A span for one `wasi:nn` call, a child of the request's.
+    /// A span for one `wasi:nn` call, a child of the request's: at debug level, so the log pays
+    /// for it only when asked (`RUST_LOG=spindle=debug`), while OTLP export always has it.
     fn span(&self, name: &'static str, model: Option<&str>) -> tracing::Span {
         let placement = &self.ctx.component.placement;
         let span = match name {
             "wasi_nn.compute" => {
-                tracing::info_span!("wasi_nn.compute", model = Empty, engine = placement.backend.name(), device = placement.device.as_str())
+                tracing::debug_span!(
+                    "wasi_nn.compute",
+                    model = Empty,
+                    engine = placement.backend.name(),
+                    device = placement.device.as_str()
+                )
             }
-            _ => tracing::info_span!(
+            _ => tracing::debug_span!(
                 "wasi_nn.load",
                 model = Empty,
                 bytes = Empty,

@@ -45,6 +45,8 @@ pub struct NnCtx {
     tensors: budget::TensorBudget,
     /// This instance, counted by each batcher of its component until it computes there.
     interests: Vec<(Arc<batch::Batcher>, batch::Interest)>,
+    /// The named models it loaded, for the audit log.
+    loaded: Vec<String>,
 }
 
 impl NnCtx {
@@ -52,7 +54,12 @@ impl NnCtx {
     pub fn new(component: Arc<ComponentNn>, deadline: Instant) -> Self {
         let tensors = budget::TensorBudget::new(component.limits.max_tensor_bytes);
         let interests = component.models.batchers().filter_map(|b| Some((b.clone(), b.interest()?))).collect();
-        Self { component, deadline, tensors, interests }
+        Self { component, deadline, tensors, interests, loaded: Vec::new() }
+    }
+
+    /// The named models it loaded, in the order first loaded.
+    pub fn loaded_models(&self) -> &[String] {
+        &self.loaded
     }
 }
 

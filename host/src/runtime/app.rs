@@ -2,6 +2,7 @@
 //! [`LoadedComponent`] per manifest entry with its grants and placement, the inference engines
 //! and the shared graph cache. Requests only add a `Store` ([`App::new_store`]).
 
+use super::access::Tokens;
 use super::component::{self, CompiledComponents, Compiler, LoadedComponent};
 use super::epoch;
 use super::guest_output::{GuestOutput, OutputBudget};
@@ -43,6 +44,8 @@ pub struct App {
     draining: AtomicBool,
     /// Set once it can serve every route: at once, or with `--preload` once everything is loaded.
     ready: AtomicBool,
+    /// The bearer tokens the host's own protocol endpoints need, if the manifest names any.
+    host_access: Option<Tokens>,
 }
 
 impl App {
@@ -161,6 +164,9 @@ impl App {
                 OutboundPolicy::new(&component.allowed_outbound_hosts),
                 limits,
             );
+            if let Some(source) = &settings.access {
+                loaded.access = Some(Tokens::load(manifest, source).with_context(|| format!("component '{id}': access"))?);
+            }
             if let Some(old) = replacing.get(id)
                 && (old.limits.max_concurrent, old.limits.max_queued) == (loaded.limits.max_concurrent, loaded.limits.max_queued)
             {
@@ -179,6 +185,7 @@ impl App {
             manifest_path: manifest.path.clone(),
             draining: Default::default(),
             ready: AtomicBool::new(!options.preload),
+            host_access: manifest.settings.host_access.as_ref().map(|s| Tokens::load(manifest, s).context("host_access")).transpose()?,
         })
     }
 
@@ -206,6 +213,11 @@ impl App {
     /// Whether it loads everything before counting as ready (`--preload`).
     pub fn preloads(&self) -> bool {
         self.options.preload
+    }
+
+    /// The bearer tokens the host's own protocol endpoints need, if any.
+    pub fn host_access(&self) -> Option<&Tokens> {
+        self.host_access.as_ref()
     }
 
     /// The routes, as validated with the manifest.

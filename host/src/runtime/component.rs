@@ -1,6 +1,7 @@
 //! One component of the app: what the manifest grants it, prepared once per app, and its
 //! compiled, linked form ([`ProxyPre`]), prepared on first use (or at start with `--preload`).
 
+use super::access::Tokens;
 use super::cache::{ComponentCache, Outcome};
 use super::instance::InstanceState;
 use super::limits::{Admission, Limits};
@@ -41,6 +42,8 @@ pub struct LoadedComponent {
     pub(super) admission: Arc<Admission>,
     /// Its Prometheus metrics.
     pub metrics: ComponentMetrics,
+    /// The bearer tokens a request to it must carry, if its manifest names any.
+    pub access: Option<Tokens>,
     pre: OnceCell<ProxyPre<InstanceState>>,
 }
 
@@ -67,6 +70,7 @@ impl LoadedComponent {
             limits,
             admission,
             metrics,
+            access: None,
             pre: OnceCell::new(),
         }
     }

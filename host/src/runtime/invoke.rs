@@ -10,6 +10,7 @@ use crate::nn::batch::SubmitError;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::time::{Duration, Instant};
 use wasmtime::AsContextMut;
@@ -70,6 +71,14 @@ pub enum InvokeError {
     },
 }
 
+/// The named models a request's instance loaded, on its response's extensions.
+#[derive(Clone, Debug, Default)]
+pub struct LoadedModels(pub Vec<String>);
+
+/// The request body's length in bytes, on its response's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyBytes(pub u64);
+
 impl InvokeError {
     /// Why, in one word, for metrics.
     pub fn cause(&self) -> &'static str {
@@ -109,7 +118,8 @@ impl App {
             };
             component.metrics.admitted(arrived.elapsed());
             let request = read_body(component, request).await?;
-            self.run_guest(component, request, deadline).await.map_err(|e| {
+            let body_bytes = BodyBytes(request.body().size_hint().exact().unwrap_or(0));
+            let mut response = self.run_guest(component, request, deadline).await.map_err(|e| {
                 if let Some(full) = e.chain().find_map(|c| c.downcast_ref::<SubmitError>()) {
                     return InvokeError::ModelBusy { component: name(), reason: full.to_string() };
                 }
@@ -119,7 +129,9 @@ impl App {
                     None => format!("failed: {}", e.root_cause()),
                 };
                 InvokeError::Guest { component: name(), cause }
-            })
+            })?;
+            response.extensions_mut().insert(body_bytes);
+            Ok(response)
         };
         match tokio::time::timeout_at(deadline.into(), admitted_and_run).await {
             // An answer made at the deadline (say, to a compute stopped there) is still late.
@@ -161,6 +173,8 @@ impl App {
                 response
             })
             .await??;
+        let mut response = response;
+        response.extensions_mut().insert(LoadedModels(store.data().nn.loaded_models().to_vec()));
         Ok(response)
     }
 }

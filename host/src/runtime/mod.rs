@@ -10,6 +10,7 @@
 //! This module knows nothing of listeners, connections or status codes ([`crate::http`]), and
 //! reaches `wasi:nn` only through its linker entry and per-instance context ([`crate::nn`]).
 
+pub mod access;
 mod app;
 pub mod cache;
 mod component;

@@ -3,6 +3,7 @@
 //! ([`request_id`]). Every other room records into it; it depends on none of them.
 
 pub mod admin;
+pub mod audit;
 pub mod metrics;
 pub mod request_id;
 pub mod traces;

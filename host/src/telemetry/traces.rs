@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal;
-use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing::Level;
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
@@ -76,7 +77,10 @@ pub fn init(format: LogFormat) -> Result<Tracing> {
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("spindle"))
-            .with_filter(Targets::new().with_target("spindle", tracing::Level::INFO))
+            // Spans down to debug (the wasi:nn calls), events down to info.
+            .with_filter(filter_fn(|meta| {
+                meta.target().starts_with("spindle") && *meta.level() <= if meta.is_span() { Level::DEBUG } else { Level::INFO }
+            }))
     });
     tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init().context("installing the log subscriber")?;
     Ok(Tracing { provider })
