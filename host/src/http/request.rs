@@ -43,24 +43,29 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
     if let Some(value) = &id_header {
         req.headers_mut().insert(request_id::HEADER, value.clone());
     }
+    let path = req.uri().path().to_owned();
+    // Routed before the span exists, so that it is made with its fields rather than filled in.
+    let matched = app.router().route(&path);
+    let component = matched.as_ref().and_then(|m| app.component(m.component));
+    let placement = component.map(|c| c.placement());
     let span = tracing::info_span!(
         "request",
-        request_id = %id,
-        method = %req.method(),
-        path = clip(req.uri().path()),
+        request_id = id.as_str(),
+        method = req.method().as_str(),
+        path = clip(&path),
         principal = Empty,
-        route = Empty,
-        component = Empty,
-        model = Empty,
-        engine = Empty,
-        device = Empty,
+        route = matched.as_ref().map(|m| m.route.as_str()),
+        component = component.map(|c| c.id.as_str()),
+        model = path.strip_prefix("/v2/models/").and_then(|rest| rest.split('/').next()).map(clip),
+        engine = placement.map(|p| p.backend.name()),
+        device = placement.map(|p| p.device.as_str()),
         status = Empty,
         duration_us = Empty,
     );
-    let (method, path) = (req.method().clone(), audit.map(|_| req.uri().path().to_owned()));
+    let method = req.method().clone();
     let declared_in = content_length(req.headers());
     let mut facts = Facts::default();
-    let mut response = answer(app, req, client, &span, started, &mut facts).instrument(span.clone()).await;
+    let mut response = answer(app, req, &path, matched, client, &span, started, &mut facts).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let took = started.elapsed();
     span.record("status", i64::from(status)).record("duration_us", took.as_micros() as i64);
@@ -78,7 +83,7 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
             principal: facts.principal.as_deref(),
             client: client.to_string(),
             method: method.as_str(),
-            path: clip(path.as_deref().unwrap_or_default()),
+            path: clip(&path),
             route: facts.route.as_deref(),
             component: facts.component.map(|c| c.id.as_str()),
             models: &models,
@@ -93,35 +98,30 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
     response
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn answer<'a>(
     app: &'a App,
     req: Request<Incoming>,
+    path: &str,
+    matched: Option<RouteMatch<'a>>,
     client: SocketAddr,
     span: &tracing::Span,
     started: Instant,
     facts: &mut Facts<'a>,
 ) -> HostResponse {
-    let path = req.uri().path().to_owned();
-    let host_answer = match protocol::serve(app, req.method(), &path) {
+    let host_answer = match protocol::serve(app, req.method(), path) {
         // Health stays open for probes; the rest of the host's endpoints follow host_access.
-        Some(response) => match app.host_access().filter(|_| !protocol::is_health(&path)) {
+        Some(response) => match app.host_access().filter(|_| !protocol::is_health(path)) {
             Some(tokens) => refusal(tokens, req.headers(), span, facts).unwrap_or(response),
             None => response,
         },
-        None => match app.router().route(&path) {
+        None => match matched {
             Some(matched) => {
                 let Some(component) = app.component(matched.component) else {
                     return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("route {} has no component", matched.route));
                 };
                 facts.route = Some(matched.route.clone());
                 facts.component = Some(component);
-                span.record("route", matched.route.as_str())
-                    .record("component", component.id.as_str())
-                    .record("engine", component.placement().backend.name())
-                    .record("device", component.placement().device.as_str());
-                if let Some(model) = path.strip_prefix("/v2/models/").and_then(|rest| rest.split('/').next()) {
-                    span.record("model", clip(model));
-                }
                 let mut req = req;
                 if let Some(tokens) = &component.access {
                     if let Some(refused) = refusal(tokens, req.headers(), span, facts) {
