@@ -61,7 +61,7 @@ def test_tokens_guard_each_component_and_the_audit_log_records_every_request(tmp
     assert alice.startswith("spt_") and alice not in stored and "alice sha256:" in stored
     assert oct((tmp_path / "a.tokens").stat().st_mode & 0o777) == "0o600"
     audit = tmp_path / "audit.jsonl"
-    env = {**os.environ, "NO_COLOR": "1", "RUST_LOG": "spindle=info", "B_TOKENS": "bob:b-secret-1,carol:c-secret-2"}
+    env = {**os.environ, "NO_COLOR": "1", "RUST_LOG": "spindle=info", "B_TOKENS": "bob:b-secret-0123456789,carol:c-secret-0123456789"}
     server = Spindle(manifest, "--audit-log", str(audit), env=env)
     try:
         def get(path, token=None):
@@ -79,8 +79,8 @@ def test_tokens_guard_each_component_and_the_audit_log_records_every_request(tmp
         seen = ok.json()
         assert seen["path"] == "/a/x"
         assert get("/b/y", alice).status_code == 401, "another component's token"
-        assert get("/a/x", "b-secret-1").status_code == 401
-        assert get("/b/y", "b-secret-1").status_code == 200 and get("/b/y", "c-secret-2").status_code == 200
+        assert get("/a/x", "b-secret-0123456789").status_code == 401
+        assert get("/b/y", "b-secret-0123456789").status_code == 200 and get("/b/y", "c-secret-0123456789").status_code == 200
         assert get("/open").status_code == 200, "a component without access stays open"
         assert get("/v2/health/ready").status_code == 200
         with ThreadPoolExecutor(8) as pool:
@@ -92,11 +92,11 @@ def test_tokens_guard_each_component_and_the_audit_log_records_every_request(tmp
     records = [json.loads(line) for line in lines]
     assert len(records) == sent, (len(records), sent)
     text = audit.read_text()
-    assert alice not in text and "b-secret-1" not in text and "c-secret-2" not in text
+    assert alice not in text and "b-secret-0123456789" not in text and "c-secret-0123456789" not in text
     for r in records:
         assert set(r) >= {"time", "request_id", "principal", "client", "method", "path", "route", "component", "models",
                           "engine", "device", "status", "bytes_in", "bytes_out", "duration_us"}
-        assert r["time"].endswith("Z") and r["client"].startswith("127.0.0.1:")
+        assert r["time"].endswith("Z") and r["client"].startswith("127.0.0.1:") and r["cancelled"] is False
     assert [r["principal"] for r in records[:3]] == [None, None, "alice"]
     assert [r["status"] for r in records[:3]] == [401, 401, 200]
     assert records[2]["component"] == "a" and records[2]["route"] == "/a/..." and records[2]["bytes_out"] > 0
@@ -118,17 +118,47 @@ def test_the_audit_log_names_the_models_a_request_loaded(tmp_path, heldout):
     assert record["engine"] in ("onnxruntime", "tract") and record["device"] == "cpu" and record["principal"] is None
 
 
+def test_no_function_sees_a_token_and_only_the_host_names_the_principal(tmp_path):
+    hostile = ROOT / "target" / "wasm32-wasip2" / "release" / "hostile.wasm"
+    (tmp_path / "spin.toml").write_text(f"""spin_manifest_version = 2
+[application]
+name = "headers"
+[[trigger.http]]
+route = "/guarded"
+component = "guarded"
+[[trigger.http]]
+route = "/open"
+component = "open"
+[component.guarded]
+source = "{hostile}"
+environment = {{ MODE = "headers" }}
+[component.guarded.tool.spindle]
+access = {{ tokens_file = "tokens" }}
+[component.open]
+source = "{hostile}"
+environment = {{ MODE = "headers" }}
+""")
+    token = add_token("alice", tmp_path / "tokens")
+    server = Spindle(tmp_path / "spin.toml")
+    try:
+        forged = {"authorization": f"Bearer {token}", "spindle-principal": "root"}
+        assert requests.get(f"{server.url}/guarded", headers=forged, timeout=30).text == 'authorization=None principal=Some("alice")'
+        assert requests.get(f"{server.url}/open", headers=forged, timeout=30).text == "authorization=None principal=None"
+    finally:
+        server.stop()
+
+
 def test_host_endpoints_can_be_guarded_but_health_stays_open(tmp_path):
     manifest = guarded_app(tmp_path)
     text = manifest.read_text().replace('name = "guarded"', 'name = "guarded"\n[application.tool.spindle]\nhost_access = { tokens_env = "HOST_TOKENS" }')
     manifest.write_text(text)
-    env = {**os.environ, "NO_COLOR": "1", "RUST_LOG": "spindle=info", "HOST_TOKENS": "ops:ops-secret", "B_TOKENS": "bob:x"}
+    env = {**os.environ, "NO_COLOR": "1", "RUST_LOG": "spindle=info", "HOST_TOKENS": "ops:ops-secret-0123456789", "B_TOKENS": "bob:x-secret-0123456789"}
     add_token("alice", tmp_path / "a.tokens")
     server = Spindle(manifest, env=env)
     try:
         assert requests.get(f"{server.url}/v2", timeout=10).status_code == 401
         assert requests.get(f"{server.url}/v2/models/stats", timeout=10).status_code == 401
-        assert requests.get(f"{server.url}/v2", headers={"authorization": "Bearer ops-secret"}, timeout=10).status_code == 200
+        assert requests.get(f"{server.url}/v2", headers={"authorization": "Bearer ops-secret-0123456789"}, timeout=10).status_code == 200
         assert requests.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
         assert requests.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200
     finally:
@@ -211,3 +241,41 @@ def test_a_wrong_key_file_is_a_clear_start_up_error(tmp_path):
     run = subprocess.run([str(SPINDLE), "up", "--listen", "127.0.0.1:0", "--admin-listen", "none",
                           "--tls-cert", str(cert), "--tls-key", str(cert)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode != 0 and "--tls-key" in run.stderr and "no PEM private key" in run.stderr, run.stderr
+
+
+def test_an_idle_connection_is_closed_and_a_vanished_client_is_still_audited(tmp_path):
+    import socket
+    import time
+
+    hostile = ROOT / "target" / "wasm32-wasip2" / "release" / "hostile.wasm"
+    (tmp_path / "spin.toml").write_text(f"""spin_manifest_version = 2
+[application]
+name = "idle"
+[[trigger.http]]
+route = "/slow"
+component = "slow"
+[component.slow]
+source = "{hostile}"
+environment = {{ MODE = "sleepy" }}
+""")
+    audit = tmp_path / "audit.jsonl"
+    server = Spindle(tmp_path / "spin.toml", "--idle-timeout-s", "1", "--audit-log", str(audit))
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        idle = socket.create_connection((host, int(port)), timeout=10)
+        idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(2.5)
+        assert idle.recv(4096) == b"", "the idle keep-alive connection was closed"
+        idle.close()
+        # A client that gives up on a 1.5 s request after 0.3 s.
+        try:
+            requests.get(f"{server.url}/slow", headers={"x-request-id": "gone-1"}, timeout=0.3)
+        except requests.exceptions.ReadTimeout:
+            pass
+        time.sleep(2)
+    finally:
+        server.stop()
+    records = {r["request_id"]: r for r in map(json.loads, audit.read_text().splitlines())}
+    gone = records["gone-1"]
+    assert gone["status"] == 499 and gone["cancelled"] is True and gone["component"] == "slow", gone

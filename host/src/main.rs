@@ -89,6 +89,9 @@ enum Command {
         /// Requests that may wait per component before new ones get 503.
         #[arg(long, default_value_t = 128)]
         max_queued: usize,
+        /// Seconds a connection may stay open with no request on it (HTTP/1.1 keep-alive and HTTP/2).
+        #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        idle_timeout_s: u64,
         /// Seconds a client may take to send its request body (408 after).
         #[arg(long, default_value_t = 30)]
         body_timeout_s: u64,
@@ -265,6 +268,7 @@ fn main() -> Result<()> {
             max_concurrent,
             max_queued,
             body_timeout_s,
+            idle_timeout_s,
             cache_dir,
             no_cache,
             preload,
@@ -332,7 +336,10 @@ fn main() -> Result<()> {
                     None => None,
                 };
                 let app = App::build(&manifest, &limits, &options)?;
-                let mut server = Server::bind(app, listen).await?.max_connections(max_connections);
+                let mut server = Server::bind(app, listen)
+                    .await?
+                    .max_connections(max_connections)
+                    .idle_timeout(std::time::Duration::from_secs(idle_timeout_s));
                 if let Some(tls) = tls {
                     server = server.tls(tls);
                 }

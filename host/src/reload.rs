@@ -1,6 +1,6 @@
 //! Changing a running app without dropping a request: `SIGHUP` reloads it, and `spindle up
 //! --watch` (as `spin watch`) rebuilds a component when its `build.watch` files change and reloads
-//! when `spin.toml`, a component's `.wasm` or a mounted file changes. Each reload builds the new
+//! when `spin.toml`, a component's `.wasm`, a mounted file or a tokens file changes. Each reload builds the new
 //! app beside the old one and swaps it in whole ([`LiveApp::reload`]); a failed build or reload
 //! keeps the old version serving and says why.
 //!
@@ -139,6 +139,11 @@ fn app_snapshot(manifest_path: &Path, manifest: Option<&Manifest>) -> Snapshot {
     let mut files = Snapshot::new();
     files.insert(manifest_path.to_owned(), stamp(manifest_path));
     let Some(manifest) = manifest else { return files };
+    let tokens_files = manifest.spindle.values().filter_map(|s| s.access.as_ref()).chain(manifest.settings.host_access.as_ref());
+    for file in tokens_files.filter_map(|source| source.tokens_file.as_deref()) {
+        let path = manifest.resolve(file);
+        files.insert(path.clone(), stamp(&path));
+    }
     for component in manifest.app.component.values() {
         let source = manifest.resolve(&component.source);
         files.insert(source.clone(), stamp(&source));

@@ -62,8 +62,19 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
         status = Empty,
         duration_us = Empty,
     );
-    let method = req.method().clone();
-    let declared_in = content_length(req.headers());
+    // Written even if the client goes away (the future is dropped): as status 499, cancelled.
+    let mut pending = audit.map(|audit| PendingAudit {
+        audit,
+        arrived,
+        started,
+        request_id: id.clone(),
+        client,
+        method: req.method().clone(),
+        path: path.clone(),
+        route: matched.as_ref().map(|m| m.route.clone()),
+        component: component.map(|c| &**c),
+        done: false,
+    });
     let mut facts = Facts::default();
     let mut response = answer(app, req, &path, matched, client, &span, started, &mut facts).instrument(span.clone()).await;
     let status = response.status().as_u16();
@@ -73,29 +84,61 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
     if let Some(value) = id_header {
         response.headers_mut().insert(request_id::HEADER, value);
     }
-    if let Some(audit) = audit {
+    if let Some(pending) = &mut pending {
         let models = response.extensions_mut().remove::<LoadedModels>().unwrap_or_default().0;
-        let bytes_in = response.extensions_mut().remove::<BodyBytes>().map_or(declared_in.unwrap_or(0), |b| b.0);
-        let placement = facts.component.map(|c| c.placement());
-        audit.record(&AuditRecord {
-            time: rfc3339(arrived),
-            request_id: &id,
-            principal: facts.principal.as_deref(),
-            client: client.to_string(),
-            method: method.as_str(),
-            path: clip(&path),
-            route: facts.route.as_deref(),
-            component: facts.component.map(|c| c.id.as_str()),
-            models: &models,
+        let bytes_in = response.extensions_mut().remove::<BodyBytes>().map_or(0, |b| b.0);
+        let bytes_out = http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
+        pending.write(facts.principal.as_deref(), status, &models, bytes_in, bytes_out, false);
+    }
+    response
+}
+
+/// What the audit line of a request in progress says, whatever happens to it.
+struct PendingAudit<'a> {
+    audit: &'a AuditLog,
+    arrived: std::time::SystemTime,
+    started: Instant,
+    request_id: String,
+    client: SocketAddr,
+    method: http::Method,
+    path: String,
+    route: Option<String>,
+    component: Option<&'a LoadedComponent>,
+    done: bool,
+}
+
+impl PendingAudit<'_> {
+    fn write(&mut self, principal: Option<&str>, status: u16, models: &[String], bytes_in: u64, bytes_out: u64, cancelled: bool) {
+        self.done = true;
+        let placement = self.component.map(|c| c.placement());
+        self.audit.record(&AuditRecord {
+            time: rfc3339(self.arrived),
+            request_id: &self.request_id,
+            principal,
+            client: self.client.to_string(),
+            method: clip(self.method.as_str()),
+            path: clip(&self.path),
+            route: self.route.as_deref(),
+            component: self.component.map(|c| c.id.as_str()),
+            models,
             engine: placement.map(|p| p.backend.name()),
             device: placement.map(|p| p.device.as_str()),
             status,
             bytes_in,
-            bytes_out: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
-            duration_us: took.as_micros() as u64,
+            bytes_out,
+            duration_us: self.started.elapsed().as_micros() as u64,
+            cancelled,
         });
     }
-    response
+}
+
+impl Drop for PendingAudit<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // 499: the client closed the request before its answer (nginx's code for it).
+            self.write(None, 499, &[], 0, 0, true);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -112,7 +155,7 @@ async fn answer<'a>(
     let host_answer = match protocol::serve(app, req.method(), path) {
         // Health stays open for probes; the rest of the host's endpoints follow host_access.
         Some(response) => match app.host_access().filter(|_| !protocol::is_health(path)) {
-            Some(tokens) => refusal(tokens, req.headers(), span, facts).unwrap_or(response),
+            Some(tokens) => refusal(tokens, req.headers().get(http::header::AUTHORIZATION), span, facts).unwrap_or(response),
             None => response,
         },
         None => match matched {
@@ -123,13 +166,18 @@ async fn answer<'a>(
                 facts.route = Some(matched.route.clone());
                 facts.component = Some(component);
                 let mut req = req;
+                // Only the host says who called; once the app uses tokens at all, they are the
+                // host's business and no function sees one, even one sent to an open route.
+                req.headers_mut().remove(PRINCIPAL_HEADER);
+                let authorization = match app.uses_access() {
+                    true => req.headers_mut().remove(http::header::AUTHORIZATION),
+                    false => req.headers().get(http::header::AUTHORIZATION).cloned(),
+                };
                 if let Some(tokens) = &component.access {
-                    if let Some(refused) = refusal(tokens, req.headers(), span, facts) {
+                    if let Some(refused) = refusal(tokens, authorization.as_ref(), span, facts) {
                         component.metrics.answered(refused.status(), started.elapsed());
                         return refused;
                     }
-                    // The token is the host's business; the function learns who called.
-                    req.headers_mut().remove(http::header::AUTHORIZATION);
                     if let Some(principal) = facts.principal.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
                         req.headers_mut().insert(PRINCIPAL_HEADER, principal);
                     }
@@ -151,8 +199,8 @@ pub const PRINCIPAL_HEADER: &str = "spindle-principal";
 /// Checks the request's bearer token against `tokens`: the principal goes into `facts` and
 /// the span, or the refusal is a 401 that says only what was missing or wrong.
 #[must_use]
-fn refusal(tokens: &Tokens, headers: &http::HeaderMap, span: &tracing::Span, facts: &mut Facts<'_>) -> Option<HostResponse> {
-    match tokens.authenticate(headers.get(http::header::AUTHORIZATION)) {
+fn refusal(tokens: &Tokens, authorization: Option<&HeaderValue>, span: &tracing::Span, facts: &mut Facts<'_>) -> Option<HostResponse> {
+    match tokens.authenticate(authorization) {
         Ok(principal) => {
             span.record("principal", principal);
             facts.principal = Some(principal.to_owned());

@@ -12,7 +12,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -25,7 +26,18 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
 
 /// HTTP/2 streams (requests) one connection may have open at once.
-const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection with no request open for this long is closed (HTTP/1.1 keep-alive and HTTP/2),
+/// unless [`Server::idle_timeout`] says otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// HTTP/2 pings to find dead peers, and how long a ping may go unanswered.
+const HTTP2_PING_EVERY: Duration = Duration::from_secs(20);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections open at once by default; more wait in the listen backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -51,6 +63,7 @@ pub struct Server {
     live: Arc<LiveApp>,
     audit: Option<Arc<AuditLog>>,
     tls: Option<TlsAcceptor>,
+    idle_timeout: Duration,
     listener: TcpListener,
     connections: Arc<Semaphore>,
     max_connections: usize,
@@ -65,6 +78,7 @@ impl Server {
             live: Arc::new(LiveApp::new(app)),
             audit: None,
             tls: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             listener,
             connections,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -75,6 +89,12 @@ impl Server {
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self.connections = Arc::new(Semaphore::new(self.max_connections));
+        self
+    }
+
+    /// Closes a connection once no request has been open on it for `after`.
+    pub fn idle_timeout(mut self, after: Duration) -> Self {
+        self.idle_timeout = after;
         self
     }
 
@@ -144,22 +164,45 @@ impl Server {
             let live = self.live.clone();
             let audit = self.audit.clone();
             let tls = self.tls.clone();
+            let idle_timeout = self.idle_timeout;
             let draining = draining.clone();
             tokio::spawn(async move {
                 let _open = open;
                 let _counted = OpenConnection::new();
-                let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                let counted = requests.clone();
+                let activity = Arc::new(Activity::default());
+                let counted = activity.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let app = live.current();
                     let audit = audit.clone();
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    async move { Ok::<_, std::convert::Infallible>(request::handle(&app, audit.as_deref(), req, client).await) }
+                    let open = counted.request_began();
+                    async move {
+                        let response = request::handle(&app, audit.as_deref(), req, client).await;
+                        drop(open);
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
                 let closed = match tls {
-                    None => serve_connection(TokioIo::new(stream), service, draining, requests).await,
-                    Some(tls) => match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), service, draining, requests).await,
+                    None => {
+                        // Nothing sent yet: no protocol is chosen, so no timeout of hyper's runs.
+                        let mut first = [0u8; 1];
+                        let mut stopping = draining.clone();
+                        let arrived = tokio::select! {
+                            peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)) => matches!(peeked, Ok(Ok(1..))),
+                            () = async {
+                                drop(stopping.wait_for(|d| *d).await);
+                                tokio::time::sleep(FIRST_REQUEST_WAIT).await;
+                            } => false,
+                        };
+                        if !arrived {
+                            return tracing::debug!(%client, "closed: nothing sent in time");
+                        }
+                        serve_connection(TokioIo::new(stream), None, service, draining, activity, idle_timeout).await
+                    }
+                    Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve_connection(TokioIo::new(stream), Some(h2), service, draining, activity, idle_timeout).await
+                        }
                         Ok(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
                         Err(_) => return tracing::debug!(%client, "TLS handshake timed out"),
                     },
@@ -188,14 +231,57 @@ impl Server {
     }
 }
 
-/// Serves one connection, HTTP/1.1 or HTTP/2 (by ALPN over TLS, by prior knowledge in clear
-/// text), until it closes; once `draining` turns true, finishes the requests in flight and
-/// closes.
+/// What a connection is doing: requests begun, open now, and when the last one ended.
+#[derive(Default)]
+struct Activity {
+    begun: AtomicUsize,
+    open: AtomicUsize,
+    /// When it last went idle, as milliseconds since `epoch`.
+    idle_since_ms: AtomicU64,
+    epoch: OnceLock<tokio::time::Instant>,
+}
+
+/// Counts a request as open while it lives.
+struct OpenRequest(Arc<Activity>);
+
+impl Activity {
+    fn request_began(self: &Arc<Self>) -> OpenRequest {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenRequest(self.clone())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.get_or_init(tokio::time::Instant::now).elapsed().as_millis() as u64
+    }
+
+    /// How long no request has been open, or zero while one is.
+    fn idle_for(&self) -> Duration {
+        if self.open.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(self.now_ms().saturating_sub(self.idle_since_ms.load(Ordering::Relaxed)))
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.idle_since_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection, HTTP/1.1 or HTTP/2 (`h2`: as TLS's ALPN chose; `None`: by the
+/// client's first bytes, HTTP/2 with prior knowledge), until it closes. A connection with no
+/// request open for `idle_timeout` is closed; once `draining` turns true, the requests in
+/// flight finish and it closes.
 async fn serve_connection<I, S>(
     io: I,
+    h2: Option<bool>,
     service: S,
     mut draining: tokio::sync::watch::Receiver<bool>,
-    requests: Arc<std::sync::atomic::AtomicUsize>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -203,22 +289,47 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    activity.now_ms();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match h2 {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
+    };
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .keep_alive_interval(HTTP2_PING_EVERY)
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
+    let idle = async {
+        loop {
+            let left = idle_timeout.saturating_sub(activity.idle_for());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.max(Duration::from_millis(100))).await;
+        }
+    };
+    let drained = async {
+        drop(draining.wait_for(|d| *d).await);
+        // A connection that has not had its first request read yet may have one on the way
+        // (sent before the drain began): closing it now would lose it.
+        let began = tokio::time::Instant::now();
+        while activity.begun.load(Ordering::Relaxed) == 0 && began.elapsed() < FIRST_REQUEST_WAIT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     tokio::select! {
         closed = conn.as_mut() => closed,
-        () = async {
-            drop(draining.wait_for(|d| *d).await);
-            // A connection that has not had its first request read yet may have one on the way
-            // (sent before the drain began): closing it now would lose it.
-            let began = tokio::time::Instant::now();
-            while requests.load(std::sync::atomic::Ordering::Relaxed) == 0 && began.elapsed() < FIRST_REQUEST_WAIT {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        } => {
+        () = drained => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = idle => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -13,6 +13,9 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
+/// Shortest token accepted from a variable (`spindle token add` makes 68-character ones).
+const MIN_TOKEN_LEN: usize = 16;
+
 /// The tokens that may call one component (or the host's own endpoints).
 #[derive(Debug)]
 pub struct Tokens {
@@ -40,15 +43,24 @@ impl Tokens {
             AccessSource { tokens_file: Some(file), tokens_env: None } => {
                 let path = manifest.resolve(file);
                 let text = std::fs::read_to_string(&path).with_context(|| format!("reading the tokens file {}", path.display()))?;
-                Self::parse_file(&text).map(|entries| Self { entries, source: format!("tokens file {}", path.display()) })
+                let entries = Self::parse_file(&text).with_context(|| format!("the tokens file {}", path.display()))?;
+                if entries.is_empty() {
+                    tracing::warn!("the tokens file {} holds no tokens: every request to its routes is refused", path.display());
+                }
+                Ok(Self { entries, source: format!("tokens file {}", path.display()) })
             }
             AccessSource { tokens_file: None, tokens_env: Some(var) } => {
                 let value = std::env::var(var).with_context(|| format!("the tokens variable {var} is not set"))?;
                 let mut entries = Vec::new();
                 for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    let Some((principal, token)) = pair.split_once(':').filter(|(p, t)| valid_principal(p) && !t.is_empty()) else {
+                    let Some((principal, token)) =
+                        pair.split_once(':').map(|(p, t)| (p.trim(), t.trim())).filter(|(p, _)| valid_principal(p))
+                    else {
                         bail!("the tokens variable {var} must hold PRINCIPAL:TOKEN pairs separated by commas");
                     };
+                    if token.len() < MIN_TOKEN_LEN {
+                        bail!("the tokens variable {var}: the token of '{principal}' is shorter than {MIN_TOKEN_LEN} characters");
+                    }
                     entries.push((principal.to_owned(), digest(token)));
                 }
                 if entries.is_empty() {
@@ -77,9 +89,7 @@ impl Tokens {
                 None => bail!("line {n}: expected `PRINCIPAL sha256:HEX` (64 hex digits), as `spindle token add` writes"),
             }
         }
-        if entries.is_empty() {
-            bail!("it holds no tokens (add one with `spindle token add PRINCIPAL --file FILE`)");
-        }
+        // No tokens is a valid state: every request is refused (revoking the last token works).
         Ok(entries)
     }
 
@@ -87,7 +97,7 @@ impl Tokens {
     pub fn authenticate(&self, authorization: Option<&http::HeaderValue>) -> Result<&str, Refused> {
         let token = authorization
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, token)| token))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(Refused::Missing)?;
@@ -164,5 +174,8 @@ mod tests {
         assert_eq!(tokens.authenticate(None), Err(Refused::Missing));
         assert_eq!(tokens.authenticate(Some(&http::HeaderValue::from_static("Basic abc"))), Err(Refused::Missing));
         assert!(Tokens::parse_file("alice sha256:12").is_err());
+        assert_eq!(tokens.authenticate(Some(&header(&alice).to_str().unwrap().replace("Bearer", "BEARER").parse().unwrap())), Ok("alice"));
+        let none = Tokens { entries: Tokens::parse_file("# revoked\n").unwrap(), source: "test".into() };
+        assert_eq!(none.authenticate(Some(&header(&alice))), Err(Refused::Invalid), "an empty file refuses everyone");
     }
 }

@@ -187,6 +187,13 @@ impl App {
             ready: AtomicBool::new(!options.preload),
             host_access: manifest.settings.host_access.as_ref().map(|s| Tokens::load(manifest, s).context("host_access")).transpose()?,
         })
+        .inspect(|app| {
+            if app.host_access.is_none() && app.components.values().any(|c| c.access.is_some()) {
+                tracing::warn!(
+                    "some components need tokens but the host's endpoints (/v2/models, statistics) are open and name every model; set host_access under [application.tool.spindle] to guard them"
+                );
+            }
+        })
     }
 
     /// Marks the app as shutting down: readiness answers false from now on.
@@ -218,6 +225,11 @@ impl App {
     /// The bearer tokens the host's own protocol endpoints need, if any.
     pub fn host_access(&self) -> Option<&Tokens> {
         self.host_access.as_ref()
+    }
+
+    /// Whether any route needs a token: then `Authorization` is the host's and no function sees it.
+    pub fn uses_access(&self) -> bool {
+        self.host_access.is_some() || self.components.values().any(|c| c.access.is_some())
     }
 
     /// The routes, as validated with the manifest.

@@ -53,6 +53,8 @@ pub const OPEN_CONNECTIONS: &str = "spindle_open_connections";
 pub const RESIDENT_MEMORY: &str = "spindle_process_resident_memory_bytes";
 /// Reloads (SIGHUP or `--watch`), by `outcome` (`swapped` or `failed`).
 pub const RELOADS: &str = "spindle_reloads";
+/// Audit lines dropped because the writer fell behind.
+pub const AUDIT_LINES_DROPPED: &str = "spindle_audit_lines_dropped";
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -98,6 +100,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!(OPEN_CONNECTIONS, "Client connections open now");
     describe_gauge!(RESIDENT_MEMORY, metrics::Unit::Bytes, "Resident memory of the process");
     describe_counter!(RELOADS, "Reloads, by outcome");
+    describe_counter!(AUDIT_LINES_DROPPED, "Audit lines dropped because the writer fell behind");
     Ok(handle)
 }
 
