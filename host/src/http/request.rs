@@ -24,14 +24,6 @@ use std::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-/// What the host learnt answering one request, for its span and the audit log.
-#[derive(Default)]
-struct Facts<'a> {
-    principal: Option<String>,
-    route: Option<String>,
-    component: Option<&'a LoadedComponent>,
-}
-
 /// Answers one request, in a `request` span carrying its id (the client's `x-request-id`, or a
 /// new one, returned either way and passed to the guest), route, component, placement, status
 /// and duration; then writes its audit line, if there is an audit log.
@@ -75,8 +67,9 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
         component: component.map(|c| &**c),
         done: false,
     });
-    let mut facts = Facts::default();
-    let mut response = answer(app, req, &path, matched, client, &span, started, &mut facts).instrument(span.clone()).await;
+    // Who called, once a token says so.
+    let mut principal = None;
+    let mut response = answer(app, req, &path, matched, client, &span, started, &mut principal).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let took = started.elapsed();
     span.record("status", i64::from(status)).record("duration_us", took.as_micros() as i64);
@@ -88,7 +81,7 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
         let models = response.extensions_mut().remove::<LoadedModels>().unwrap_or_default().0;
         let bytes_in = response.extensions_mut().remove::<BodyBytes>().map_or(0, |b| b.0);
         let bytes_out = http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
-        pending.write(facts.principal.as_deref(), status, &models, bytes_in, bytes_out, false);
+        pending.write(principal.as_deref(), status, &models, bytes_in, bytes_out, false);
     }
     response
 }
@@ -150,12 +143,12 @@ async fn answer<'a>(
     client: SocketAddr,
     span: &tracing::Span,
     started: Instant,
-    facts: &mut Facts<'a>,
+    principal: &mut Option<String>,
 ) -> HostResponse {
     let host_answer = match protocol::serve(app, req.method(), path) {
         // Health stays open for probes; the rest of the host's endpoints follow host_access.
         Some(response) => match app.host_access().filter(|_| !protocol::is_health(path)) {
-            Some(tokens) => refusal(tokens, req.headers().get(http::header::AUTHORIZATION), span, facts).unwrap_or(response),
+            Some(tokens) => refusal(tokens, req.headers().get(http::header::AUTHORIZATION), span, principal).unwrap_or(response),
             None => response,
         },
         None => match matched {
@@ -163,8 +156,6 @@ async fn answer<'a>(
                 let Some(component) = app.component(matched.component) else {
                     return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("route {} has no component", matched.route));
                 };
-                facts.route = Some(matched.route.clone());
-                facts.component = Some(component);
                 let mut req = req;
                 // Only the host says who called; once the app uses tokens at all, they are the
                 // host's business and no function sees one, even one sent to an open route.
@@ -174,12 +165,12 @@ async fn answer<'a>(
                     false => req.headers().get(http::header::AUTHORIZATION).cloned(),
                 };
                 if let Some(tokens) = &component.access {
-                    if let Some(refused) = refusal(tokens, authorization.as_ref(), span, facts) {
+                    if let Some(refused) = refusal(tokens, authorization.as_ref(), span, principal) {
                         component.metrics.answered(refused.status(), started.elapsed());
                         return refused;
                     }
-                    if let Some(principal) = facts.principal.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
-                        req.headers_mut().insert(PRINCIPAL_HEADER, principal);
+                    if let Some(name) = principal.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+                        req.headers_mut().insert(PRINCIPAL_HEADER, name);
                     }
                 }
                 let response = to_component(app, component, req, &matched, client).await;
@@ -196,14 +187,19 @@ async fn answer<'a>(
 /// The header that tells a function which principal called it, when its route needs a token.
 pub const PRINCIPAL_HEADER: &str = "spindle-principal";
 
-/// Checks the request's bearer token against `tokens`: the principal goes into `facts` and
+/// Checks the request's bearer token against `tokens`: the principal goes into `principal` and
 /// the span, or the refusal is a 401 that says only what was missing or wrong.
 #[must_use]
-fn refusal(tokens: &Tokens, authorization: Option<&HeaderValue>, span: &tracing::Span, facts: &mut Facts<'_>) -> Option<HostResponse> {
+fn refusal(
+    tokens: &Tokens,
+    authorization: Option<&HeaderValue>,
+    span: &tracing::Span,
+    principal: &mut Option<String>,
+) -> Option<HostResponse> {
     match tokens.authenticate(authorization) {
-        Ok(principal) => {
-            span.record("principal", principal);
-            facts.principal = Some(principal.to_owned());
+        Ok(name) => {
+            span.record("principal", name);
+            *principal = Some(name.to_owned());
             None
         }
         Err(refused) => {
