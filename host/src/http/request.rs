@@ -6,8 +6,8 @@
 //! are 5xx for that request alone, logged with the component id. All errors are JSON
 //! `{"error": "..."}`.
 
-use super::protocol;
-use super::response::{HostResponse, json_error};
+use super::response::{HostResponse, Reply, json_error};
+use super::{grpc, protocol};
 use crate::manifest::RouteMatch;
 use crate::runtime::access::{Refused, Tokens};
 use crate::runtime::invoke::{BodyBytes, LoadedModels};
@@ -18,6 +18,7 @@ use crate::telemetry::request_id;
 use crate::telemetry::traces::clip;
 use http::request::Parts;
 use http::{HeaderValue, Request, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -27,7 +28,7 @@ use tracing::field::Empty;
 /// Answers one request, in a `request` span carrying its id (the client's `x-request-id`, or a
 /// new one, returned either way and passed to the guest), route, component, placement, status
 /// and duration; then writes its audit line, if there is an audit log.
-pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incoming>, client: SocketAddr) -> HostResponse {
+pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incoming>, client: SocketAddr) -> Reply {
     let started = Instant::now();
     let arrived = std::time::SystemTime::now();
     let id = request_id::take_or_make(req.headers().get(request_id::HEADER));
@@ -36,8 +37,10 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
         req.headers_mut().insert(request_id::HEADER, value.clone());
     }
     let path = req.uri().path().to_owned();
-    // Routed before the span exists, so that it is made with its fields rather than filled in.
-    let matched = app.router().route(&path);
+    let grpc = grpc::is_call(&req);
+    // Routed before the span exists, so that it is made with its fields rather than filled in;
+    // a gRPC call's route is known once its message is read.
+    let matched = if grpc { None } else { app.router().route(&path) };
     let component = matched.as_ref().and_then(|m| app.component(m.component));
     let placement = component.map(|c| c.placement());
     let span = tracing::info_span!(
@@ -67,10 +70,28 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
         component: component.map(|c| &**c),
         done: false,
     });
-    // Who called, once a token says so.
-    let mut principal = None;
-    let mut response = answer(app, req, &path, matched, client, &span, started, &mut principal).instrument(span.clone()).await;
-    let status = response.status().as_u16();
+    let mut caller = Caller { client, span: &span, started, principal: None };
+    let mut response = match grpc {
+        true => grpc::serve(app, req, &mut caller).instrument(span.clone()).await,
+        false => answer(app, req, &path, matched, &mut caller).instrument(span.clone()).await.map(Either::Left),
+    };
+    let principal = caller.principal;
+    if let Some(forwarded) = response.extensions_mut().remove::<grpc::Forwarded>() {
+        let component = app.component(&forwarded.component).map(|c| &**c);
+        let placement = component.map(|c| c.placement());
+        span.record("route", forwarded.route.as_str()).record("component", forwarded.component.as_str());
+        span.record("engine", placement.map(|p| p.backend.name())).record("device", placement.map(|p| p.device.as_str()));
+        span.record("model", forwarded.model.as_deref().map(clip));
+        if let Some(pending) = &mut pending {
+            pending.route = Some(forwarded.route);
+            pending.component = component;
+        }
+    }
+    let status = match response.extensions().get::<grpc::SentBytes>() {
+        // A gRPC reply is a 200 whatever its status says; the audit line and the span say that.
+        Some(_) => grpc_status(&response),
+        None => response.status().as_u16(),
+    };
     let took = started.elapsed();
     span.record("status", i64::from(status)).record("duration_us", took.as_micros() as i64);
     tracing::debug!(parent: &span, status, "answered");
@@ -80,7 +101,8 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
     if let Some(pending) = &mut pending {
         let models = response.extensions_mut().remove::<LoadedModels>().unwrap_or_default().0;
         let bytes_in = response.extensions_mut().remove::<BodyBytes>().map_or(0, |b| b.0);
-        let bytes_out = http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
+        let sent = response.extensions_mut().remove::<grpc::SentBytes>().map(|b| b.0);
+        let bytes_out = sent.or(http_body::Body::size_hint(response.body()).exact()).unwrap_or(0);
         pending.write(principal.as_deref(), status, &models, bytes_in, bytes_out, false);
     }
     response
@@ -134,17 +156,32 @@ impl Drop for PendingAudit<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn answer<'a>(
+/// Who sent a request, and who they are once a token says so.
+pub struct Caller<'s> {
+    /// Their address.
+    pub client: SocketAddr,
+    /// The request's span.
+    pub span: &'s tracing::Span,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The principal their token names.
+    pub principal: Option<String>,
+}
+
+/// Answers a request (a client's, or the one a gRPC call becomes): the host's endpoints, or the
+/// route `matched` and its component, each behind the tokens it needs.
+pub async fn answer<'a, B>(
     app: &'a App,
-    req: Request<Incoming>,
+    req: Request<B>,
     path: &str,
     matched: Option<RouteMatch<'a>>,
-    client: SocketAddr,
-    span: &tracing::Span,
-    started: Instant,
-    principal: &mut Option<String>,
-) -> HostResponse {
+    caller: &mut Caller<'_>,
+) -> HostResponse
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (client, span, started, principal) = (caller.client, caller.span, caller.started, &mut caller.principal);
     let host_answer = match protocol::serve(app, req.method(), path) {
         // Health stays open for probes; the rest of the host's endpoints follow host_access.
         Some(response) => match app.host_access().filter(|_| !protocol::is_health(path)) {
@@ -219,13 +256,17 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// Runs the request through the component its route names.
-async fn to_component(
+async fn to_component<B>(
     app: &App,
     component: &LoadedComponent,
-    req: Request<Incoming>,
+    req: Request<B>,
     matched: &RouteMatch<'_>,
     client: SocketAddr,
-) -> HostResponse {
+) -> HostResponse
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let limit = component.limits.max_body_bytes;
     let (mut parts, body) = req.into_parts();
     let declared = content_length(&parts.headers);
@@ -275,5 +316,25 @@ fn add_spin_headers(parts: &mut Parts, matched: &RouteMatch<'_>, client: SocketA
         if let Ok(value) = HeaderValue::from_str(value) {
             parts.headers.insert(name, value);
         }
+    }
+}
+
+/// The status a gRPC reply carries in its headers (a trailers-only reply, which is how errors
+/// are sent) as the HTTP status of the same meaning, or 200 when it is sent in trailers (after a
+/// message: success).
+fn grpc_status(reply: &Reply) -> u16 {
+    let code = reply.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok());
+    match code.map(tonic::Code::from_i32) {
+        None | Some(tonic::Code::Ok) => 200,
+        Some(tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange) => 400,
+        Some(tonic::Code::Unauthenticated) => 401,
+        Some(tonic::Code::PermissionDenied) => 403,
+        Some(tonic::Code::NotFound) => 404,
+        Some(tonic::Code::ResourceExhausted) => 413,
+        Some(tonic::Code::Cancelled) => 499,
+        Some(tonic::Code::Unimplemented) => 501,
+        Some(tonic::Code::Unavailable) => 503,
+        Some(tonic::Code::DeadlineExceeded) => 504,
+        Some(_) => 500,
     }
 }

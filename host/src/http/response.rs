@@ -1,4 +1,5 @@
-//! Responses the host writes itself: JSON bodies, and errors as `{"error": "..."}`.
+//! Responses the host writes itself: JSON bodies, and errors as `{"error": "..."}`; and what a
+//! connection is answered with, which may also be a gRPC reply.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -6,6 +7,12 @@ use http_body_util::Full;
 
 /// A response body the host has in full.
 pub type HostResponse = Response<Full<Bytes>>;
+
+/// What a connection sends back: a body in full, or a gRPC reply (its message, then trailers).
+pub type ConnectionBody = http_body_util::Either<Full<Bytes>, tonic::body::Body>;
+
+/// A response as a connection sends it.
+pub type Reply = Response<ConnectionBody>;
 
 /// A `200` with a JSON body.
 pub fn json(body: &serde_json::Value) -> HostResponse {

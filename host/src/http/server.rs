@@ -285,7 +285,7 @@ async fn serve_connection<I, S>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = super::response::HostResponse> + Send + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = super::response::Reply> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
