@@ -157,7 +157,7 @@ def test_tokens_and_the_audit_log_apply_to_grpc_calls(tmp_path, batch):
     out = tmp_path / "out.npy"
     calls = [{"call": "is_server_live"}, {"call": "get_server_metadata"}, infer_call(npy, out, request_id="audited")]
     try:
-        anonymous = grpc_calls(address(server), calls)
+        anonymous = grpc_calls(address(server), [*calls, {"call": "unload_model", "args": ["cifar10"]}])
         alice = grpc_calls(address(server), calls, "--token", "alice-secret-0123456789")
         ops = grpc_calls(address(server), calls[1:2], "--token", "ops-secret-0123456789")
     finally:
@@ -176,13 +176,15 @@ def test_tokens_and_the_audit_log_apply_to_grpc_calls(tmp_path, batch):
     assert done["component"] == "cifar10" and done["route"] == "/v2/models/cifar10/..." and done["models"] == ["cifar10"]
     assert done["bytes_in"] > 3 * 32 * 32 * 3 * 4 and done["bytes_out"] > 3 * 10 * 4
     assert {r["principal"] for r in records if r["path"].endswith("/ServerMetadata")} == {None, "ops"}
+    (unserved,) = [r for r in records if r["path"].endswith("/RepositoryModelUnload")]
+    assert unserved["status"] == 501 and unserved["route"] is None
 
 
 def test_grpc_needs_http2_and_a_huge_message_is_refused(spindle):
     h1 = requests.post(f"{spindle.url}/inference.GRPCInferenceService/ServerLive", data=b"\0\0\0\0\0",
                        headers={"content-type": "application/grpc"}, timeout=30)
     assert h1.status_code == 400 and "HTTP/2" in h1.json()["error"]
-    # A message framed as 1 GiB, over HTTP/2 with prior knowledge: refused before it is read.
+    # A message framed as 1 GiB, over HTTP/2 with prior knowledge: refused on its length prefix.
     head = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o", "/dev/null",
                            "-H", "content-type: application/grpc", "-H", "te: trailers",
                            "--data-binary", "@-", f"{spindle.url}/inference.GRPCInferenceService/ModelInfer"],

@@ -76,22 +76,14 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
         false => answer(app, req, &path, matched, &mut caller).instrument(span.clone()).await.map(Either::Left),
     };
     let principal = caller.principal;
-    if let Some(forwarded) = response.extensions_mut().remove::<grpc::Forwarded>() {
-        let component = app.component(&forwarded.component).map(|c| &**c);
-        let placement = component.map(|c| c.placement());
-        span.record("route", forwarded.route.as_str()).record("component", forwarded.component.as_str());
-        span.record("engine", placement.map(|p| p.backend.name())).record("device", placement.map(|p| p.device.as_str()));
-        span.record("model", forwarded.model.as_deref().map(clip));
-        if let Some(pending) = &mut pending {
-            pending.route = Some(forwarded.route);
-            pending.component = component;
-        }
+    if let Some(forwarded) = response.extensions_mut().remove::<grpc::Forwarded>()
+        && let Some(pending) = &mut pending
+    {
+        pending.route = Some(forwarded.route);
+        pending.component = app.component(&forwarded.component).map(|c| &**c);
     }
-    let status = match response.extensions().get::<grpc::SentBytes>() {
-        // A gRPC reply is a 200 whatever its status says; the audit line and the span say that.
-        Some(_) => grpc_status(&response),
-        None => response.status().as_u16(),
-    };
+    // A gRPC reply is an HTTP 200 whatever its status; the span and the audit line say its status.
+    let status = if grpc { grpc::http_status(&response).as_u16() } else { response.status().as_u16() };
     let took = started.elapsed();
     span.record("status", i64::from(status)).record("duration_us", took.as_micros() as i64);
     tracing::debug!(parent: &span, status, "answered");
@@ -316,25 +308,5 @@ fn add_spin_headers(parts: &mut Parts, matched: &RouteMatch<'_>, client: SocketA
         if let Ok(value) = HeaderValue::from_str(value) {
             parts.headers.insert(name, value);
         }
-    }
-}
-
-/// The status a gRPC reply carries in its headers (a trailers-only reply, which is how errors
-/// are sent) as the HTTP status of the same meaning, or 200 when it is sent in trailers (after a
-/// message: success).
-fn grpc_status(reply: &Reply) -> u16 {
-    let code = reply.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok());
-    match code.map(tonic::Code::from_i32) {
-        None | Some(tonic::Code::Ok) => 200,
-        Some(tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange) => 400,
-        Some(tonic::Code::Unauthenticated) => 401,
-        Some(tonic::Code::PermissionDenied) => 403,
-        Some(tonic::Code::NotFound) => 404,
-        Some(tonic::Code::ResourceExhausted) => 413,
-        Some(tonic::Code::Cancelled) => 499,
-        Some(tonic::Code::Unimplemented) => 501,
-        Some(tonic::Code::Unavailable) => 503,
-        Some(tonic::Code::DeadlineExceeded) => 504,
-        Some(_) => 500,
     }
 }

@@ -6,12 +6,20 @@
 use super::messages::{
     InferOutputTensor, InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse, ParameterValue, Parameters,
 };
+use crate::telemetry::traces::clip;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tonic::Status;
 
 /// The binary tensor extension's header: the length of the JSON part of a body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Most inputs, requested outputs and parameters (in each map) a call may carry.
+const MAX_ENTRIES: usize = 256;
+
+/// Longest JSON part of a function's inference answer (its outputs' data are binary: the host
+/// asks for them so).
+const MAX_JSON_ANSWER: usize = 4 << 20;
 
 /// A REST request body in the binary tensor extension's framing.
 pub struct RestBody {
@@ -27,11 +35,14 @@ pub fn model_path(name: &str, version: &str, suffix: &str) -> Result<String, Sta
     let valid = |s: &str| {
         !matches!(s, "." | "..") && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'@'))
     };
-    if name.is_empty() || !valid(name) {
-        return Err(Status::invalid_argument(format!("'{name}' is not a model name (letters, digits and -_.~+@ only)")));
+    if name.is_empty() || !valid(name) || name == "stats" {
+        return Err(Status::invalid_argument(format!(
+            "'{}' is not a model name (letters, digits and -_.~+@ only; not 'stats')",
+            clip(name)
+        )));
     }
     if !valid(version) {
-        return Err(Status::invalid_argument(format!("'{version}' is not a model version (letters, digits and -_.~+@ only)")));
+        return Err(Status::invalid_argument(format!("'{}' is not a model version (letters, digits and -_.~+@ only)", clip(version))));
     }
     Ok(match version {
         "" => format!("/v2/models/{name}{suffix}"),
@@ -39,9 +50,28 @@ pub fn model_path(name: &str, version: &str, suffix: &str) -> Result<String, Sta
     })
 }
 
-/// The REST body of a `ModelInfer` request.
-pub fn to_rest(request: ModelInferRequest) -> Result<RestBody, Status> {
+/// The REST body of a `ModelInfer` request, refused when its tensors would take more than
+/// `max_bytes` (typed contents grow: a one-byte varint may be an eight-byte element).
+pub fn to_rest(request: ModelInferRequest, max_bytes: usize) -> Result<RestBody, Status> {
     let ModelInferRequest { id, parameters, inputs, outputs, raw_input_contents, .. } = request;
+    let many = |what: &str, n: usize| (n > MAX_ENTRIES).then(|| Status::invalid_argument(format!("{n} {what}: at most {MAX_ENTRIES}")));
+    let maps = std::iter::once(&parameters).chain(inputs.iter().map(|i| &i.parameters)).chain(outputs.iter().map(|o| &o.parameters));
+    let check = many("inputs", inputs.len())
+        .or_else(|| many("requested outputs", outputs.len()))
+        .or_else(|| maps.map(|m| m.len()).max().and_then(|n| many("parameters", n)))
+        .or_else(|| {
+            let rank = inputs.iter().map(|i| i.shape.len()).max().unwrap_or(0);
+            (rank > spindle_tensor::MAX_TENSOR_RANK)
+                .then(|| Status::invalid_argument(format!("a shape of rank {rank}: at most {}", spindle_tensor::MAX_TENSOR_RANK)))
+        });
+    if let Some(refused) = check {
+        return Err(refused);
+    }
+    let total: usize = raw_input_contents.iter().map(Bytes::len).sum::<usize>()
+        + inputs.iter().filter_map(|i| Some(contents_size(&i.datatype, i.contents.as_ref()?))).sum::<usize>();
+    if total > max_bytes {
+        return Err(Status::resource_exhausted(format!("the inputs take {total} bytes; the limit is {max_bytes}")));
+    }
     if !raw_input_contents.is_empty() && raw_input_contents.len() != inputs.len() {
         return Err(Status::invalid_argument(format!(
             "raw_input_contents has {} entries for {} inputs; it needs one per input, in order",
@@ -95,6 +125,11 @@ pub fn to_rest(request: ModelInferRequest) -> Result<RestBody, Status> {
 /// `Inference-Header-Content-Length` (none: all JSON).
 pub fn from_rest(body: Bytes, header_length: Option<usize>) -> Result<ModelInferResponse, Status> {
     let header_length = header_length.unwrap_or(body.len());
+    if header_length > MAX_JSON_ANSWER {
+        return Err(Status::internal(format!(
+            "the function's inference answer has {header_length} bytes of JSON; at most {MAX_JSON_ANSWER} (outputs go as binary data)"
+        )));
+    }
     if header_length > body.len() {
         return Err(Status::internal(format!(
             "the function's answer says its JSON part is {header_length} bytes, but it has {}",
@@ -115,14 +150,23 @@ pub fn from_rest(body: Bytes, header_length: Option<usize>) -> Result<ModelInfer
     for output in answer.get("outputs").and_then(Value::as_array).into_iter().flatten() {
         let name = output.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
         let datatype = output.get("datatype").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let shape = output.get("shape").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_i64).collect();
+        let shape: Vec<i64> = output
+            .get("shape")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|d| d.as_i64().filter(|d| *d >= 0))
+            .collect::<Option<_>>()
+            .ok_or_else(|| Status::internal(format!("output '{}': the function's shape is not a list of sizes", clip(&name))))?;
         let mut parameters = output.get("parameters").map(parameters_proto).unwrap_or_default();
         let bytes = match parameters.remove("binary_data_size").and_then(|p| p.value) {
             Some(ParameterValue::Int64(n)) if n >= 0 && offset + n as usize <= body.len() => {
                 offset += n as usize;
                 body.slice(offset - n as usize..offset)
             }
-            Some(_) => return Err(Status::internal(format!("output '{name}': the function's binary_data_size does not fit its answer"))),
+            Some(_) => {
+                return Err(Status::internal(format!("output '{}': the function's binary_data_size does not fit its answer", clip(&name))));
+            }
             None => json_to_raw(&name, &datatype, output.get("data").unwrap_or(&Value::Null))?,
         };
         reply.outputs.push(InferOutputTensor { name, datatype, shape, parameters });
@@ -166,6 +210,25 @@ fn parameters_proto(parameters: &Value) -> Parameters {
             Some((name.clone(), InferParameter { value: Some(value) }))
         })
         .collect()
+}
+
+/// How many bytes `contents` take as raw contents of `datatype` (`BYTES` with their length prefixes).
+fn contents_size(datatype: &str, c: &InferTensorContents) -> usize {
+    match datatype {
+        "BOOL" => c.bool_contents.len(),
+        "INT8" => c.int_contents.len(),
+        "INT16" => c.int_contents.len() * 2,
+        "INT32" => c.int_contents.len() * 4,
+        "INT64" => c.int64_contents.len() * 8,
+        "UINT8" => c.uint_contents.len(),
+        "UINT16" => c.uint_contents.len() * 2,
+        "UINT32" => c.uint_contents.len() * 4,
+        "UINT64" => c.uint64_contents.len() * 8,
+        "FP32" => c.fp32_contents.len() * 4,
+        "FP64" => c.fp64_contents.len() * 8,
+        "BYTES" => c.bytes_contents.iter().map(|b| b.len() + 4).sum(),
+        _ => 0,
+    }
 }
 
 /// An input's typed contents as the little-endian bytes raw contents would hold.
@@ -278,7 +341,7 @@ mod tests {
             raw_input_contents: vec![Bytes::from(vec![0u8; 8]), Bytes::from_static(&[1, 2, 3])],
             ..Default::default()
         };
-        let rest = to_rest(request).unwrap();
+        let rest = to_rest(request, usize::MAX).unwrap();
         let header: Value = serde_json::from_slice(&rest.body[..rest.header_length]).unwrap();
         assert_eq!(header["id"], "req-1");
         assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 8);
@@ -290,27 +353,30 @@ mod tests {
     #[test]
     fn typed_contents_become_raw_bytes_and_out_of_range_is_refused() {
         let contents = InferTensorContents { fp32_contents: vec![1.5, -2.0], ..Default::default() };
-        let rest = to_rest(ModelInferRequest { inputs: vec![input("x", "FP32", &[2], Some(contents))], ..Default::default() }).unwrap();
+        let rest = to_rest(ModelInferRequest { inputs: vec![input("x", "FP32", &[2], Some(contents))], ..Default::default() }, usize::MAX)
+            .unwrap();
         let raw: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(&rest.body[rest.header_length..], &raw[..]);
 
         let contents = InferTensorContents { uint_contents: vec![256], ..Default::default() };
-        let err =
-            to_rest(ModelInferRequest { inputs: vec![input("x", "UINT8", &[1], Some(contents))], ..Default::default() }).err().unwrap();
+        let err = to_rest(ModelInferRequest { inputs: vec![input("x", "UINT8", &[1], Some(contents))], ..Default::default() }, usize::MAX)
+            .err()
+            .unwrap();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("256 is out of range for UINT8"), "{}", err.message());
     }
 
     #[test]
     fn missing_or_doubled_data_is_refused() {
-        let err = to_rest(ModelInferRequest { inputs: vec![input("x", "FP32", &[1], None)], ..Default::default() }).err().unwrap();
+        let err =
+            to_rest(ModelInferRequest { inputs: vec![input("x", "FP32", &[1], None)], ..Default::default() }, usize::MAX).err().unwrap();
         assert_eq!(err.message(), "input 'x' has no data");
         let request = ModelInferRequest {
             inputs: vec![input("x", "FP32", &[1], None), input("y", "FP32", &[1], None)],
             raw_input_contents: vec![Bytes::from_static(&[0; 4])],
             ..Default::default()
         };
-        assert!(to_rest(request).err().unwrap().message().contains("1 entries for 2 inputs"));
+        assert!(to_rest(request, usize::MAX).err().unwrap().message().contains("1 entries for 2 inputs"));
     }
 
     #[test]
@@ -343,9 +409,47 @@ mod tests {
     fn model_names_cannot_leave_the_model_endpoints() {
         assert_eq!(model_path("cifar10", "", "/infer").unwrap(), "/v2/models/cifar10/infer");
         assert_eq!(model_path("cifar10", "1", "/config").unwrap(), "/v2/models/cifar10/versions/1/config");
-        for name in ["", "..", "a/../../v2", "a?b", "a b", "a%2f"] {
+        for name in ["", "..", "a/../../v2", "a?b", "a b", "a%2f", "stats"] {
             assert_eq!(model_path(name, "", "").err().unwrap().code(), tonic::Code::InvalidArgument, "{name:?}");
         }
         assert!(model_path("m", "../x", "").is_err());
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::super::messages::InferInputTensor;
+    use super::*;
+
+    #[test]
+    fn typed_contents_count_at_their_element_size_against_the_limit() {
+        let contents = InferTensorContents { int64_contents: vec![0; 100], ..Default::default() };
+        let input = InferInputTensor {
+            name: "x".into(),
+            datatype: "INT64".into(),
+            shape: vec![100],
+            contents: Some(contents),
+            ..Default::default()
+        };
+        let request = ModelInferRequest { inputs: vec![input], ..Default::default() };
+        assert!(to_rest(request.clone(), 800).is_ok());
+        assert_eq!(to_rest(request, 799).err().unwrap().code(), tonic::Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn too_many_inputs_or_too_high_a_rank_is_refused() {
+        let input = |shape: Vec<i64>| InferInputTensor { name: "x".into(), datatype: "FP32".into(), shape, ..Default::default() };
+        let request = ModelInferRequest { inputs: vec![input(vec![1]); 257], ..Default::default() };
+        assert!(to_rest(request, usize::MAX).err().unwrap().message().contains("257 inputs"));
+        let request = ModelInferRequest { inputs: vec![input(vec![1; 9])], ..Default::default() };
+        assert!(to_rest(request, usize::MAX).err().unwrap().message().contains("rank 9"));
+    }
+
+    #[test]
+    fn a_huge_or_malformed_json_answer_is_refused() {
+        let big = Bytes::from(vec![b' '; MAX_JSON_ANSWER + 1]);
+        assert_eq!(from_rest(big, None).err().unwrap().code(), tonic::Code::Internal);
+        let odd = Bytes::from(json!({"outputs": [{"name": "y", "datatype": "FP32", "shape": [-1], "data": []}]}).to_string());
+        assert!(from_rest(odd, None).err().unwrap().message().contains("not a list of sizes"));
     }
 }

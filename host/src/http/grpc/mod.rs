@@ -21,9 +21,9 @@ use super::response::{Reply, json_error};
 use crate::manifest::ComponentId;
 use crate::runtime::App;
 use crate::runtime::invoke::{BodyBytes, LoadedModels};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Full};
 use messages::{
     Empty, ModelConfigResponse, ModelInferRequest, ModelInferResponse, ModelMetadataResponse, ModelReadyResponse, ModelRequest,
     ModelStatisticsResponse, RepositoryIndexRequest, RepositoryIndexResponse, ServerLiveResponse, ServerMetadataResponse,
@@ -31,7 +31,9 @@ use messages::{
 };
 use serde::de::DeserializeOwned;
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 
 /// The service's path prefix.
@@ -48,21 +50,62 @@ pub struct Forwarded {
     pub route: String,
     /// The component.
     pub component: ComponentId,
-    /// The model the call names.
-    pub model: Option<String>,
 }
 
 /// The size of the reply's message, on the reply (its body's length is not known in advance).
 #[derive(Clone, Copy, Debug)]
 pub struct SentBytes(pub u64);
 
-/// Whether `req` is a call to the inference service.
+/// The calls served; any other is `UNIMPLEMENTED` before its message is read.
+const SERVED: [&str; 9] = [
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelInfer",
+    "ModelConfig",
+    "ModelStatistics",
+    "RepositoryIndex",
+];
+
+/// Bytes of gRPC messages the host holds at once, read or being read, over all calls: each call
+/// reserves its message's declared length before reading it, so no client makes the host hold
+/// more than this in messages whose token and admission are not checked yet.
+const MESSAGE_BUDGET_KIB: usize = 256 << 10;
+
+/// Longest message in a status; the rest is cut (clients refuse huge `grpc-message` headers).
+const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// Whether `req` is a call to the inference service (gRPC with protobuf; gRPC-Web is not).
 pub fn is_call<B>(req: &Request<B>) -> bool {
-    req.uri().path().starts_with(SERVICE)
-        && req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/grpc"))
+    let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    req.uri().path().starts_with(SERVICE) && matches!(essence, "application/grpc" | "application/grpc+proto")
 }
 
-/// Answers a call to the inference service.
+/// The status a reply carries (in its headers when the call failed before a message, in its
+/// trailers after one: then success) as the HTTP status of the same meaning, for the span, the
+/// audit line and metrics.
+pub fn http_status(reply: &Reply) -> StatusCode {
+    let code = reply.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok());
+    match code.map(Code::from_i32) {
+        None | Some(Code::Ok) => StatusCode::OK,
+        Some(Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange) => StatusCode::BAD_REQUEST,
+        Some(Code::Unauthenticated) => StatusCode::UNAUTHORIZED,
+        Some(Code::PermissionDenied) => StatusCode::FORBIDDEN,
+        Some(Code::NotFound) => StatusCode::NOT_FOUND,
+        Some(Code::ResourceExhausted) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(Code::Cancelled) => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Some(Code::Unimplemented) => StatusCode::NOT_IMPLEMENTED,
+        Some(Code::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(Code::DeadlineExceeded) => StatusCode::GATEWAY_TIMEOUT,
+        Some(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Answers a call to the inference service. Its reply carries what the span and the audit line
+/// need: [`BodyBytes`], [`SentBytes`], [`LoadedModels`] and, once routed, [`Forwarded`].
 pub async fn serve<B>(app: &App, req: Request<B>, caller: &mut Caller<'_>) -> Reply
 where
     B: http_body::Body<Data = Bytes> + Send,
@@ -72,33 +115,79 @@ where
         return json_error(StatusCode::BAD_REQUEST, "gRPC needs HTTP/2 (prior knowledge in clear text, or TLS with ALPN h2)")
             .map(Either::Left);
     }
+    let mut call = Call { app, caller, metadata: HeaderMap::new(), forwarded: None, models: Vec::new(), received: 0, sent: 0 };
+    let deadline = grpc_timeout(req.headers());
+    let answered = match deadline {
+        Some(after) => tokio::time::timeout(after, answer_call(req, &mut call)).await.unwrap_or_else(|_| {
+            status_reply(Status::deadline_exceeded(format!("the call's grpc-timeout of {} ms passed", after.as_millis())))
+        }),
+        None => answer_call(req, &mut call).await,
+    };
+    let mut reply = answered;
+    if call.forwarded.is_none() {
+        // Refused before any REST request was made: count it as the host's.
+        crate::telemetry::metrics::host_request_answered(http_status(&reply), call.caller.started.elapsed());
+    }
+    let extensions = reply.extensions_mut();
+    extensions.insert(BodyBytes(call.received));
+    extensions.insert(SentBytes(call.sent));
+    extensions.insert(LoadedModels(call.models));
+    if let Some(forwarded) = call.forwarded {
+        extensions.insert(forwarded);
+    }
+    reply
+}
+
+/// The client's deadline, from `grpc-timeout` (an integer of at most 8 digits and a unit).
+fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Reads the call's message (its declared length first: too large, or more than the budget has
+/// room for, is refused before the rest is read) and answers it.
+async fn answer_call<B>(req: Request<B>, call: &mut Call<'_, '_, '_>) -> Reply
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let method = req.uri().path().strip_prefix(SERVICE).unwrap_or_default().to_owned();
     if req.method() != Method::POST {
         return status_reply(Status::unimplemented(format!("use POST for gRPC calls, not {}", req.method())));
     }
-    let components = app.components();
-    let max_message = components.iter().map(|c| c.limits.max_body_bytes).max().unwrap_or(0) + FRAMING_ROOM;
-    let wait = components.iter().map(|c| c.limits.body_timeout).max().unwrap_or_default();
-    let (parts, body) = req.into_parts();
-    // The gRPC framing's five bytes ahead of the message.
-    let message = match tokio::time::timeout(wait, Limited::new(body, max_message + 5).collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return status_reply(Status::resource_exhausted(format!("the message exceeds the {max_message}-byte limit")));
-        }
-        Ok(Err(e)) => return status_reply(Status::invalid_argument(format!("could not read the message: {e}"))),
-        Err(_) => return status_reply(Status::deadline_exceeded(format!("the message did not arrive within {} ms", wait.as_millis()))),
-    };
-    if let Some(declared) = message.get(1..5).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        && declared > max_message
-    {
-        return status_reply(Status::resource_exhausted(format!("a {declared}-byte message exceeds the {max_message}-byte limit")));
+    if !SERVED.contains(&method.as_str()) {
+        return status_reply(Status::unimplemented(format!(
+            "{SERVICE}{} is not served here (served: {})",
+            crate::telemetry::traces::clip(&method),
+            SERVED.join(", ")
+        )));
     }
-    let received = message.len() as u64;
-    let method = parts.uri.path().strip_prefix(SERVICE).unwrap_or_default().to_owned();
-    let metadata = forwarded_headers(&parts.headers);
+    let components = call.app.components();
+    let max_message = components.iter().map(|c| c.limits.max_body_bytes).max().unwrap_or(0).saturating_add(FRAMING_ROOM);
+    let wait = components.iter().map(|c| c.limits.body_timeout).max().unwrap_or(std::time::Duration::from_secs(30));
+    let (parts, body) = req.into_parts();
+    let (message, _reserved) = match read_message(body, max_message, wait).await {
+        Ok(read) => read,
+        Err(status) => return status_reply(status),
+    };
+    call.received = message.len() as u64;
+    call.metadata = forwarded_headers(&parts.headers);
     let req = Request::from_parts(parts, Full::new(message));
-    let mut call = Call { app, caller, metadata, forwarded: None, models: Vec::new(), sent: 0 };
-    let call_ref = &mut call;
+    let call_ref = call;
     let reply = match method.as_str() {
         "ServerLive" => {
             unary(max_message, req, |_: tonic::Request<Empty>| call_ref.json::<ServerLiveResponse>(get("/v2/health/live"))).await
@@ -154,20 +243,69 @@ where
             )));
         }
     };
-    let mut reply = reply.map(Either::Right);
-    let extensions = reply.extensions_mut();
-    extensions.insert(BodyBytes(received));
-    extensions.insert(SentBytes(call.sent));
-    extensions.insert(LoadedModels(call.models));
-    if let Some(forwarded) = call.forwarded {
-        extensions.insert(forwarded);
-    }
-    reply
+    reply.map(Either::Right)
+}
+
+/// Reads a unary call's message: its five-byte prefix first, whose declared length must be
+/// within `max_message` and find room in the message budget (held until the call ends, through
+/// the permit returned), then the rest, all within `wait`.
+async fn read_message<B>(body: B, max_message: usize, wait: std::time::Duration) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Status>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    static BUDGET: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    let budget = BUDGET.get_or_init(|| Arc::new(Semaphore::new(MESSAGE_BUDGET_KIB)));
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut message = BytesMut::new();
+        let mut reserved = None;
+        let mut expected = usize::MAX;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Status::invalid_argument(format!("could not read the message: {}", e.into())))?;
+            let Ok(data) = frame.into_data() else { continue };
+            if message.len() + data.len() > expected {
+                return Err(Status::invalid_argument("a unary call carries one message; more bytes followed it"));
+            }
+            message.extend_from_slice(&data);
+            if reserved.is_none() && message.len() >= 5 {
+                let declared = u32::from_be_bytes([message[1], message[2], message[3], message[4]]) as usize;
+                if declared > max_message {
+                    return Err(Status::resource_exhausted(format!("a {declared}-byte message exceeds the {max_message}-byte limit")));
+                }
+                let kib = u32::try_from(declared.div_ceil(1024) + 1).unwrap_or(u32::MAX);
+                reserved = Some(budget.clone().try_acquire_many_owned(kib).map_err(|_| {
+                    Status::unavailable(format!(
+                        "the host is holding {} MiB of gRPC messages already; retry shortly",
+                        MESSAGE_BUDGET_KIB >> 10
+                    ))
+                })?);
+                expected = declared + 5;
+                message.reserve(expected.saturating_sub(message.len()));
+            }
+        }
+        Ok((message.freeze(), reserved))
+    };
+    tokio::time::timeout(wait, read)
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("the message did not arrive within {} ms", wait.as_millis()))))
 }
 
 /// A gRPC reply with only a status (a trailers-only response).
 fn status_reply(status: Status) -> Reply {
-    status.into_http::<tonic::body::Body>().map(Either::Right)
+    shorten(status).into_http::<tonic::body::Body>().map(Either::Right)
+}
+
+/// `status` with its message cut to [`MAX_STATUS_MESSAGE`] bytes.
+fn shorten(status: Status) -> Status {
+    if status.message().len() <= MAX_STATUS_MESSAGE {
+        return status;
+    }
+    let mut end = MAX_STATUS_MESSAGE;
+    while !status.message().is_char_boundary(end) {
+        end -= 1;
+    }
+    Status::with_metadata(status.code(), format!("{}…", &status.message()[..end]), status.metadata().clone())
 }
 
 fn get(path: &str) -> http::Result<Request<Bytes>> {
@@ -194,6 +332,7 @@ struct Call<'a, 'c, 's> {
     metadata: HeaderMap,
     forwarded: Option<Forwarded>,
     models: Vec<String>,
+    received: u64,
     sent: u64,
 }
 
@@ -207,8 +346,13 @@ impl Call<'_, '_, '_> {
         let path = req.uri().path().to_owned();
         let matched = self.app.router().route(&path);
         if let Some(matched) = &matched {
-            let model = path.strip_prefix("/v2/models/").and_then(|rest| rest.split('/').next()).map(str::to_owned);
-            self.forwarded = Some(Forwarded { route: matched.route.clone(), component: matched.component.clone(), model });
+            let model = path.strip_prefix("/v2/models/").and_then(|rest| rest.split('/').next());
+            let span = self.caller.span;
+            span.record("route", matched.route.as_str()).record("component", matched.component.as_str()).record("model", model);
+            if let Some(placement) = self.app.component(matched.component).map(|c| c.placement()) {
+                span.record("engine", placement.backend.name()).record("device", placement.device.as_str());
+            }
+            self.forwarded = Some(Forwarded { route: matched.route.clone(), component: matched.component.clone() });
         }
         let mut response = answer(self.app, req.map(Full::new), &path, matched, self.caller).await;
         if let Some(LoadedModels(models)) = response.extensions_mut().remove::<LoadedModels>() {
@@ -244,7 +388,8 @@ impl Call<'_, '_, '_> {
 
     async fn infer(&mut self, request: ModelInferRequest) -> Result<tonic::Response<ModelInferResponse>, Status> {
         let path = infer::model_path(&request.model_name, &request.model_version, "/infer")?;
-        let rest = infer::to_rest(request)?;
+        let max_bytes = self.app.components().iter().map(|c| c.limits.max_body_bytes).max().unwrap_or(0);
+        let rest = infer::to_rest(request, max_bytes)?;
         let req = Request::post(path)
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .header(infer::HEADER_LENGTH, rest.header_length)
@@ -272,7 +417,7 @@ fn status_of(response: &http::Response<Bytes>) -> Status {
     let message = serde_json::from_slice::<serde_json::Value>(response.body())
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(response.body()).into_owned());
+        .unwrap_or_else(|| String::from_utf8_lossy(&response.body()[..response.body().len().min(MAX_STATUS_MESSAGE)]).into_owned());
     let code = match response.status() {
         StatusCode::UNAUTHORIZED => Code::Unauthenticated,
         StatusCode::FORBIDDEN => Code::PermissionDenied,
@@ -302,6 +447,7 @@ where
     Fut: Future<Output = Result<tonic::Response<R>, Status>>,
 {
     let codec = tonic_prost::ProstCodec::<R, M>::default();
+    let handler = |request| async move { handler(request).await.map_err(shorten) };
     tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max_message), None).unary(Once::new(handler), req).await
 }
 
@@ -360,6 +506,18 @@ mod tests {
             assert_eq!(status.code(), code, "{http}");
             assert_eq!(status.message(), "input 'x': expected shape [1, 2], got [3]");
         }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_and_nonsense_is_ignored() {
+        let timeout = |v: &'static str| {
+            grpc_timeout(&HeaderMap::from_iter([(http::header::HeaderName::from_static("grpc-timeout"), HeaderValue::from_static(v))]))
+        };
+        assert_eq!(timeout("250m"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(timeout("2S"), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(timeout("123456789S"), None, "more than 8 digits");
+        assert_eq!(timeout("5x"), None);
+        assert_eq!(timeout("S"), None);
     }
 
     #[test]
