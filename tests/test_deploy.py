@@ -53,7 +53,8 @@ def test_the_image_runs_what_the_deployment_runs_and_holds_what_the_manifest_nee
     for component in manifest["component"].values():
         assert component["source"] in copied
         for mount in component.get("files", []):
-            assert mount in copied, mount
+            source = mount["source"] if isinstance(mount, dict) else mount
+            assert source in copied, mount
     exposed = int(re.search(r"^EXPOSE (\d+)$", text, re.M).group(1))
     assert exposed == container()["ports"][0]["containerPort"]
 

@@ -37,7 +37,7 @@ def servers():
 def test_each_engine_serves_what_it_was_asked_for(servers):
     for engine, server in servers.items():
         models = requests.get(f"{server.url}/v2/models", timeout=30).json()["models"]
-        assert sorted(m["name"] for m in models) == ["cifar10", "ppocr-det"]
+        assert sorted(m["name"] for m in models) == ["all-MiniLM-L6-v2", "cifar10", "ppocr-det"]
         assert {(m["engine"], m["device"]) for m in models} == {(engine, "cpu")}
 
 
@@ -164,12 +164,13 @@ def test_a_component_can_choose_its_engine(tmp_path):
     for model, files in [("cifar10", '["models/cifar10/model.onnx", "models/cifar10/model.json"]'),
                          ("ppocr-det", '["models/ppocr-det/model.onnx", "models/ppocr-det/model.json"]')]:
         text = text.replace(f"files = {files}", f'files = [{{ source = "{ROOT}/models/{model}", destination = "/models/{model}" }}]')
+    text = text.replace('source = "models/embed"', f'source = "{ROOT}/models/embed"')
     text = text.replace("[application]\n", f'[application]\ntool.spindle.files_root = "{ROOT}"\n', 1)
     manifest.write_text(text + '\n[component.cifar10.tool.spindle]\nengine = "tract"\n')
     server = Spindle(manifest, "--device", "cpu")
     try:
         models = {m["name"]: m["engine"] for m in requests.get(f"{server.url}/v2/models", timeout=30).json()["models"]}
-        assert models == {"cifar10": "tract", "ppocr-det": "onnxruntime"}
+        assert models == {"cifar10": "tract", "ppocr-det": "onnxruntime", "all-MiniLM-L6-v2": "onnxruntime"}
     finally:
         server.stop()
 

@@ -127,3 +127,14 @@ def test_fetched_text_detector_is_the_pinned_one_and_matches_its_description():
     assert hashlib.sha256(model.read_bytes()).hexdigest() == fetch.MODEL_SHA256
     declared = json.loads((ROOT / "models/ppocr-det/model.json").read_text())
     assert declared == describe.describe(model, "ppocr-det", 0)
+
+
+def test_fetched_embedding_model_and_tokenizer_are_the_pinned_ones():
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("embed_fetch", ROOT / "models/embed/fetch.py")
+    fetch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch)
+    assert hashlib.sha256((ROOT / "models/embed/model.onnx").read_bytes()).hexdigest() == fetch.MODEL_SHA256
+    assert hashlib.sha256((ROOT / "models/embed/tokenizer.json").read_bytes()).hexdigest() == fetch.TOKENIZER_SHA256
