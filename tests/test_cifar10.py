@@ -134,9 +134,10 @@ def test_the_host_keeps_serving_after_bad_requests(spindle, heldout):
     assert classify(spindle, png(x[1]), "image/png").json()[0]["label"] == names[y[1]]
 
 
-def test_served_accuracy_equals_offline_accuracy(spindle):
+@pytest.mark.parametrize("model", ["cifar10", "cifar10-int8"])
+def test_served_accuracy_equals_offline_accuracy(spindle, model):
     import evaluate
 
-    result = evaluate.evaluate(spindle.url)
+    result = evaluate.evaluate(spindle.url, model)
     assert result["images"] == 360
     assert result["served_http"] == result["offline_onnxruntime"] == result["recorded"], result

@@ -37,7 +37,7 @@ def servers():
 def test_each_engine_serves_what_it_was_asked_for(servers):
     for engine, server in servers.items():
         models = requests.get(f"{server.url}/v2/models", timeout=30).json()["models"]
-        assert sorted(m["name"] for m in models) == ["all-MiniLM-L6-v2", "cifar10", "ppocr-det"]
+        assert sorted(m["name"] for m in models) == ["all-MiniLM-L6-v2", "cifar10", "cifar10-int8", "ppocr-det"]
         assert {(m["engine"], m["device"]) for m in models} == {(engine, "cpu")}
 
 
@@ -67,6 +67,46 @@ def test_every_engine_gives_the_same_answers_on_the_cnn(servers, heldout):
     (tb, ts), (ob, os_) = (cnn_answers(servers[e], heldout) for e in CPU_ENGINES)
     np.testing.assert_allclose(ob, tb, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(os_, ts, rtol=1e-4, atol=1e-7)
+
+
+def test_every_engine_runs_the_int8_cnn_the_embedding_model_and_the_vad(servers, heldout):
+    """The quantised CNN (QDQ int8) gives ONNX Runtime's held-out predictions on every engine, the
+    int8 encoder behind /v1/embeddings the same vectors, and Silero VAD the same probabilities."""
+    import onnxruntime as ort
+
+    x, _, _ = heldout
+    pixels = dataset.to_model_input(x)
+    session = ort.InferenceSession(str(ROOT / "models/cifar10-int8/model.onnx"), providers=["CPUExecutionProvider"])
+    reference = session.run(["probabilities"], {"input": pixels})[0]
+    texts = ["Engines must agree.", "Café 東京 🍕"]
+    vectors = {}
+    for engine, server in servers.items():
+        client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+        got = []
+        for start in range(0, len(pixels), 32):
+            inp = triton.InferInput("input", list(pixels[start:start + 32].shape), "FP32")
+            inp.set_data_from_numpy(pixels[start:start + 32])
+            got.append(client.infer("cifar10-int8", [inp]).as_numpy("probabilities"))
+        got = np.concatenate(got)
+        assert (got.argmax(1) == reference.argmax(1)).all(), engine
+        np.testing.assert_allclose(got, reference, atol=2e-2, err_msg=engine)
+        answer = requests.post(f"{server.url}/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": texts}, timeout=120)
+        vectors[engine] = np.array([d["embedding"] for d in answer.json()["data"]])
+    for a, b in zip(vectors["tract"], vectors["onnxruntime"]):
+        assert 1 - float(a @ b) < 1e-4
+    # Silero VAD's LSTM, over 3 s of a chirp and noise: the same speech probability per window.
+    rate = 16_000
+    t = np.arange(3 * rate) / rate
+    audio = (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t) + np.random.default_rng(0).normal(0, 0.02, t.size)).clip(-1, 1)
+    import io
+    import wave
+
+    body = io.BytesIO()
+    with wave.open(body, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate), w.writeframes((audio * 32767).astype("<i2").tobytes())
+    probabilities = {engine: requests.post(f"{server.url}/models/vad/segments?probabilities=true", data=body.getvalue(),
+                                           timeout=120).json()["probabilities"] for engine, server in servers.items()}
+    np.testing.assert_allclose(probabilities["tract"], probabilities["onnxruntime"], atol=1e-3)
 
 
 def test_every_engine_gives_the_same_answers_on_text_detection(servers):
@@ -165,12 +205,15 @@ def test_a_component_can_choose_its_engine(tmp_path):
                          ("ppocr-det", '["models/ppocr-det/model.onnx", "models/ppocr-det/model.json"]')]:
         text = text.replace(f"files = {files}", f'files = [{{ source = "{ROOT}/models/{model}", destination = "/models/{model}" }}]')
     text = text.replace('source = "models/embed"', f'source = "{ROOT}/models/embed"')
+    text = text.replace('source = "models/cifar10-int8"', f'source = "{ROOT}/models/cifar10-int8"')
+    text = text.replace('files = ["models/vad/model.onnx"]', f'files = [{{ source = "{ROOT}/models/vad", destination = "/models/vad" }}]')
     text = text.replace("[application]\n", f'[application]\ntool.spindle.files_root = "{ROOT}"\n', 1)
     manifest.write_text(text + '\n[component.cifar10.tool.spindle]\nengine = "tract"\n')
     server = Spindle(manifest, "--device", "cpu")
     try:
         models = {m["name"]: m["engine"] for m in requests.get(f"{server.url}/v2/models", timeout=30).json()["models"]}
-        assert models == {"cifar10": "tract", "ppocr-det": "onnxruntime", "all-MiniLM-L6-v2": "onnxruntime"}
+        assert models == {"cifar10": "tract", "ppocr-det": "onnxruntime", "all-MiniLM-L6-v2": "onnxruntime",
+                          "cifar10-int8": "onnxruntime"}
     finally:
         server.stop()
 

@@ -74,7 +74,7 @@ def test_health_metadata_config_index_and_infer_equal_onnxruntime(spindle, batch
     config = ok[5]["config"]
     assert config["max_batch_size"] == 32 and config["input"][0]["data_type"] == "TYPE_FP32"
     assert [int(d) for d in config["input"][0]["dims"]] == [32, 32, 3]
-    assert sorted(m["name"] for m in ok[6]["models"]) == ["all-MiniLM-L6-v2", "cifar10", "ppocr-det"]
+    assert sorted(m["name"] for m in ok[6]["models"]) == ["all-MiniLM-L6-v2", "cifar10", "cifar10-int8", "ppocr-det"]
     assert ok[7]["id"] == "grpc-7" and ok[7]["model_name"] == "cifar10"
     np.testing.assert_allclose(np.load(out), onnxruntime_probs(x), atol=1e-4, rtol=0)
     assert ok[8] is True, "loaded by the inference before it"

@@ -101,10 +101,34 @@ def test_gradients_match_finite_differences():
         assert abs(numeric - grads[key][index]) < 1e-3 + 1e-2 * abs(numeric), (key, numeric, grads[key][index])
 
 
-def test_shipped_model_matches_its_metrics():
+def test_shipped_models_match_their_metrics():
+    """The shipped ONNX files themselves, evaluated on the held-out split, score what
+    metrics.json records for them (fp32 and int8), so a changed file cannot go unnoticed."""
+    import quantize
+
     metrics = json.loads((ROOT / "models/cifar10/metrics.json").read_text())
-    assert metrics["heldout_images"] == 360
-    assert metrics["heldout_top1_accuracy"] > 0.95
+    _, (x, y), _ = dataset.load_digits_split()
+    assert metrics["heldout_images"] == len(y) == 360
+    fp32_correct, fp32_accuracy = quantize.accuracy(ROOT / "models/cifar10/model.onnx", x, y)
+    int8_correct, int8_accuracy = quantize.accuracy(ROOT / "models/cifar10-int8/model.onnx", x, y)
+    assert fp32_accuracy == metrics["heldout_top1_accuracy"] > 0.95
+    assert fp32_correct == metrics["quantized"]["fp32_heldout_correct"]
+    assert int8_correct == metrics["quantized"]["heldout_correct"]
+    assert int8_accuracy == metrics["quantized"]["heldout_top1_accuracy"]
+    assert int8_correct >= fp32_correct - 3, "int8 costs at most 3 of 360 held-out images"
+
+
+def test_quantisation_is_reproducible_and_described(tmp_path):
+    import describe
+    import quantize
+
+    again = tmp_path / "model.onnx"
+    quantize.quantize(ROOT / "models/cifar10/model.onnx", again, quantize.calibration_images())
+    shipped = ROOT / "models/cifar10-int8/model.onnx"
+    assert again.read_bytes() == shipped.read_bytes(), "models/cifar10/quantize.py no longer gives the shipped file"
+    assert shipped.stat().st_size < (ROOT / "models/cifar10/model.onnx").stat().st_size / 3
+    declared = json.loads((ROOT / "models/cifar10-int8/model.json").read_text())
+    assert declared == describe.describe(shipped, "cifar10-int8", train.MAX_BATCH_SIZE, max_queue_delay_us=train.MAX_QUEUE_DELAY_US)
 
 
 def test_declared_description_matches_the_onnx_file():

@@ -36,7 +36,7 @@ def test_health_and_server_metadata(client, batch):
     assert client.is_model_ready("cifar10") and client.is_model_ready("cifar10", "1")
     meta = client.get_server_metadata()
     assert meta["name"] == "spindle" and "binary_tensor_data" in meta["extensions"]
-    assert sorted(m["name"] for m in client.get_model_repository_index()) == ["all-MiniLM-L6-v2", "cifar10", "ppocr-det"]
+    assert sorted(m["name"] for m in client.get_model_repository_index()) == ["all-MiniLM-L6-v2", "cifar10", "cifar10-int8", "ppocr-det"]
 
 
 def test_model_metadata_and_config_come_from_the_declared_description(client):

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Top-1 accuracy of the cifar10 model on its held-out split: offline (onnxruntime) and served
-through HTTP (each image sent as a PNG to POST <url>/models/cifar10/classify).
+"""Top-1 accuracy of the cifar10 model (or its int8 version, `--model cifar10-int8`) on its
+held-out split: offline (onnxruntime) and served through HTTP (each image sent as a PNG to
+POST <url>/models/<model>/classify).
 
-    python models/cifar10/evaluate.py --url http://127.0.0.1:3000
+    python models/cifar10/evaluate.py --url http://127.0.0.1:3000 [--model cifar10-int8]
 
 Exits non-zero when the served accuracy differs from the offline one or from metrics.json.
 """
@@ -37,32 +38,42 @@ def offline_predictions(model_path: Path, images: np.ndarray) -> np.ndarray:
     return sess.run(["probabilities"], {"input": dataset.to_model_input(images)})[0].argmax(1)
 
 
-def served_predictions(url: str, images: np.ndarray, labels: list[str]) -> np.ndarray:
+def served_predictions(url: str, images: np.ndarray, labels: list[str], model: str = "cifar10") -> np.ndarray:
     import requests
 
     index = {name: i for i, name in enumerate(labels)}
     out = []
     with requests.Session() as http:
         for image in images:
-            r = http.post(f"{url}/models/cifar10/classify?top_k=1", data=png_bytes(image),
+            r = http.post(f"{url}/models/{model}/classify?top_k=1", data=png_bytes(image),
                           headers={"content-type": "image/png"}, timeout=30)
             r.raise_for_status()
             out.append(index[r.json()[0]["label"]])
     return np.asarray(out)
 
 
-def evaluate(url: str) -> dict:
+# Each model this script evaluates: its file, and where metrics.json records its accuracy.
+MODELS = {
+    "cifar10": (HERE / "model.onnx", lambda metrics: metrics["heldout_top1_accuracy"]),
+    "cifar10-int8": (HERE.parent / "cifar10-int8" / "model.onnx", lambda metrics: metrics["quantized"]["heldout_top1_accuracy"]),
+}
+
+
+def evaluate(url: str, model: str = "cifar10") -> dict:
     _, (x_te, y_te), labels = dataset.load_digits_split()
-    recorded = json.loads((HERE / "metrics.json").read_text())["heldout_top1_accuracy"]
-    offline = float((offline_predictions(HERE / "model.onnx", x_te) == y_te).mean())
-    served = float((served_predictions(url, x_te, labels) == y_te).mean())
+    path, recorded_of = MODELS[model]
+    recorded = recorded_of(json.loads((HERE / "metrics.json").read_text()))
+    offline = float((offline_predictions(path, x_te) == y_te).mean())
+    served = float((served_predictions(url, x_te, labels, model) == y_te).mean())
     return {"images": int(len(y_te)), "recorded": recorded, "offline_onnxruntime": offline, "served_http": served}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:3000")
-    result = evaluate(ap.parse_args(argv).url)
+    ap.add_argument("--model", default="cifar10", choices=sorted(MODELS))
+    args = ap.parse_args(argv)
+    result = evaluate(args.url, args.model)
     print(json.dumps(result, indent=2))
     if not (result["served_http"] == result["offline_onnxruntime"] == result["recorded"]):
         raise SystemExit("served accuracy differs from the offline accuracy")

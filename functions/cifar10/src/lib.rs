@@ -53,17 +53,44 @@ async fn open_inference_protocol(req: Request) -> Response<Body> {
         Ok(body) => body,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")).map(Body::from),
     };
-    let models = match spindle_sdk::oip::ModelConfig::from_json(MODEL_CONFIG) {
+    let name = path.strip_prefix("/v2/models/").and_then(|rest| rest.split('/').next()).unwrap_or(MODEL);
+    let models = match model_config(name) {
         Ok(config) => [config],
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e).map(Body::from),
+        Err((status, message)) => return error(status, message).map(Body::from),
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     spindle_sdk::oip::serve(&method, &path, header, &body, &models)
         .unwrap_or_else(|| error(StatusCode::NOT_FOUND, format!("no such endpoint {path}")).map(Body::from))
 }
 
+/// The declared description of the model `name`: compiled in for `cifar10`; for another CNN
+/// this function is given (`cifar10-int8`), its `model.json`, mounted beside its `model.onnx`.
+fn model_config(name: &str) -> Result<spindle_sdk::oip::ModelConfig, (StatusCode, String)> {
+    let text = match name {
+        MODEL => MODEL_CONFIG.to_owned(),
+        _ => std::fs::read_to_string(format!("/models/{name}/model.json"))
+            .map_err(|_| (StatusCode::NOT_FOUND, format!("unknown model '{name}': nothing is mounted at /models/{name}/model.json")))?,
+    };
+    spindle_sdk::oip::ModelConfig::from_json(&text).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+/// The model a friendly request is for: the last segment of its component's route (Spin's
+/// `spin-component-route`, `/models/cifar10-int8`; on hosts that do not send it, the segment
+/// after `/models/`) when a model of that name is mounted, else `cifar10`; so the same code
+/// serves each CNN it is routed to.
+fn model_name(req: &Request) -> String {
+    let route = req.headers().get("spin-component-route").and_then(|v| v.to_str().ok());
+    let name = match route {
+        Some(route) => route.rsplit('/').next(),
+        None => req.uri().path().strip_prefix("/models/").and_then(|rest| rest.split('/').next()),
+    };
+    let mounted = |name: &&str| !name.is_empty() && std::path::Path::new(&format!("/models/{name}/model.onnx")).exists();
+    name.filter(mounted).unwrap_or(MODEL).to_owned()
+}
+
 async fn friendly(req: Request) -> Response<String> {
-    let path = path_info(&req);
+    let model = model_name(&req);
+    let path = path_info(&req, &model);
     let req_path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
@@ -74,14 +101,14 @@ async fn friendly(req: Request) -> Response<String> {
                 Ok(body) => body,
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
             };
-            classify(&content_type, &query, &body)
+            classify(&model, &content_type, &query, &body)
         }
         ("/classify", _) => {
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use POST with an image or a JSON tensor");
             response.headers_mut().insert("allow", "POST".parse().expect("static header"));
             response
         }
-        ("", Method::GET) => describe(),
+        ("", Method::GET) => describe(&model),
         ("", _) => {
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
             response.headers_mut().insert("allow", "GET".parse().expect("static header"));
@@ -92,19 +119,19 @@ async fn friendly(req: Request) -> Response<String> {
 }
 
 /// The path below the component's route: Spin's `spin-path-info` header; on hosts that do not
-/// send it (`wasmtime serve`), the path below `/models/cifar10`.
-fn path_info(req: &Request) -> String {
+/// send it (`wasmtime serve`), the path below `/models/{model}`.
+fn path_info(req: &Request, model: &str) -> String {
     let path = match req.headers().get("spin-path-info").and_then(|v| v.to_str().ok()) {
         Some(info) => info.to_owned(),
         None => {
             let full = req.uri().path();
-            full.strip_prefix("/models/cifar10").unwrap_or(full).to_owned()
+            full.strip_prefix(&format!("/models/{model}")).unwrap_or(full).to_owned()
         }
     };
     path.trim_end_matches('/').to_owned()
 }
 
-fn classify(content_type: &str, query: &str, body: &[u8]) -> Response<String> {
+fn classify(model: &str, content_type: &str, query: &str, body: &[u8]) -> Response<String> {
     let top_k = match parse_top_k(query) {
         Ok(k) => k,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
@@ -114,16 +141,17 @@ fn classify(content_type: &str, query: &str, body: &[u8]) -> Response<String> {
         Err(InputError::Unsupported(message)) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message),
         Err(InputError::Bad(message)) => return error(StatusCode::BAD_REQUEST, message),
     };
-    match predict(&pixels, top_k) {
+    match predict(model, &pixels, top_k) {
         Ok(predictions) => json(StatusCode::OK, serde_json::to_string(&predictions).unwrap_or_default()),
         Err(e) if e.kind() == ErrorKind::InvalidInput => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-/// Runs the CNN on one preprocessed image (`[32, 32, 3]` floats) and returns the top `k` labels.
-pub fn predict(pixels: &[f32], k: usize) -> Result<Vec<Prediction>, spindle_sdk::Error> {
-    let model = Model::open(MODEL)?;
+/// Runs the CNN `model` on one preprocessed image (`[32, 32, 3]` floats) and returns the top `k`
+/// labels.
+pub fn predict(model: &str, pixels: &[f32], k: usize) -> Result<Vec<Prediction>, spindle_sdk::Error> {
+    let model = Model::open(model)?;
     let input = Tensor::from_f32(&MODEL_SHAPE, pixels)?;
     let outputs = model.run(&[(INPUT, input)])?;
     let probabilities = outputs.get(OUTPUT)?.to_f32()?;
@@ -141,13 +169,13 @@ fn labels() -> Vec<&'static str> {
     LABELS.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
 }
 
-fn describe() -> Response<String> {
+fn describe(model: &str) -> Response<String> {
     let body = serde_json::json!({
-        "name": MODEL,
+        "name": model,
         "input": { "name": INPUT, "datatype": "FP32", "shape": MODEL_SHAPE, "layout": "NHWC, RGB, pixel / 255" },
         "output": { "name": OUTPUT, "datatype": "FP32", "shape": [1, labels().len()] },
         "labels": labels(),
-        "endpoints": ["POST /models/cifar10/classify[?top_k=N]"],
+        "endpoints": [format!("POST /models/{model}/classify[?top_k=N]")],
     });
     json(StatusCode::OK, body.to_string())
 }
