@@ -81,7 +81,7 @@ def test_statistics_count_every_route_and_their_times(server, heldout):
     assert after["last_inference"] >= before["last_inference"] > 0
     assert {b["batch_size"] for b in after["batch_stats"]} >= {1}
     everything = requests.get(f"{server.url}/v2/models/stats", timeout=10).json()["model_stats"]
-    assert [m["name"] for m in everything] == ["all-MiniLM-L6-v2", "cifar10", "cifar10-int8", "ppocr-det", "vad"]
+    assert [m["name"] for m in everything] == ["all-MiniLM-L6-v2", "cifar10", "cifar10-int8", "ppocr-det", "ppocr-rec", "vad"]
     posted = requests.post(f"{server.url}/v2/models/cifar10/stats", timeout=10)
     assert posted.status_code == 405 and "use GET" in posted.json()["error"]
     missing = requests.get(f"{server.url}/v2/models/nope/stats", timeout=10)

@@ -69,9 +69,14 @@ def test_every_engine_gives_the_same_answers_on_the_cnn(servers, heldout):
     np.testing.assert_allclose(os_, ts, rtol=1e-4, atol=1e-7)
 
 
-def test_every_engine_runs_the_int8_cnn_the_embedding_model_and_the_vad(servers, heldout):
+def squeeze_all(lines) -> str:
+    return "".join("".join(line["text"] for line in lines).split())
+
+
+def test_every_engine_runs_the_new_model_functions(servers, heldout):
     """The quantised CNN (QDQ int8) gives ONNX Runtime's held-out predictions on every engine, the
-    int8 encoder behind /v1/embeddings the same vectors, and Silero VAD the same probabilities."""
+    int8 encoder behind /v1/embeddings the same vectors, Silero VAD the same probabilities, and
+    PP-OCR the same lines."""
     import onnxruntime as ort
 
     x, _, _ = heldout
@@ -107,6 +112,16 @@ def test_every_engine_runs_the_int8_cnn_the_embedding_model_and_the_vad(servers,
     probabilities = {engine: requests.post(f"{server.url}/models/vad/segments?probabilities=true", data=body.getvalue(),
                                            timeout=120).json()["probabilities"] for engine, server in servers.items()}
     np.testing.assert_allclose(probabilities["tract"], probabilities["onnxruntime"], atol=1e-3)
+    # PP-OCR's detector and recogniser in one pipeline: the same lines, boxes and confidences.
+    from test_ocr import render
+
+    page = render(["Engines read alike", "line two 42"], 32, 0)
+    read = {engine: requests.post(f"{server.url}/models/ocr/read", data=page, timeout=300).json()["lines"]
+            for engine, server in servers.items()}
+    assert [line["text"] for line in read["tract"]] == [line["text"] for line in read["onnxruntime"]]
+    assert squeeze_all(read["tract"]) == "Enginesreadalikelinetwo42"
+    for a, b in zip(read["tract"], read["onnxruntime"]):
+        assert a["box"] == b["box"] and abs(a["confidence"] - b["confidence"]) < 1e-3
 
 
 def test_every_engine_gives_the_same_answers_on_text_detection(servers):
@@ -207,6 +222,9 @@ def test_a_component_can_choose_its_engine(tmp_path):
     text = text.replace('source = "models/embed"', f'source = "{ROOT}/models/embed"')
     text = text.replace('source = "models/cifar10-int8"', f'source = "{ROOT}/models/cifar10-int8"')
     text = text.replace('files = ["models/vad/model.onnx"]', f'files = [{{ source = "{ROOT}/models/vad", destination = "/models/vad" }}]')
+    text = text.replace('files = ["models/ppocr-det/model.onnx", "models/ppocr-rec/model.onnx", "models/ppocr-rec/characters.txt"]',
+                        f'files = [{{ source = "{ROOT}/models/ppocr-det", destination = "/models/ppocr-det" }}, '
+                        f'{{ source = "{ROOT}/models/ppocr-rec", destination = "/models/ppocr-rec" }}]')
     text = text.replace("[application]\n", f'[application]\ntool.spindle.files_root = "{ROOT}"\n', 1)
     manifest.write_text(text + '\n[component.cifar10.tool.spindle]\nengine = "tract"\n')
     server = Spindle(manifest, "--device", "cpu")

@@ -53,7 +53,7 @@ def test_without_wasi_nn_only_portable_builds_start():
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode != 0
     # every component imports wasi:nn; whichever preload fails first is reported
-    assert re.search(r"component '(cifar10|cifar10-int8|ppocr-det|embed|vad)': linking imports", run.stderr) and "wasi:nn" in run.stderr
+    assert re.search(r"component '(cifar10|cifar10-int8|ppocr-det|embed|vad|ocr)': linking imports", run.stderr) and "wasi:nn" in run.stderr
 
 
 def test_portable_build_under_spindle_without_wasi_nn(reference):

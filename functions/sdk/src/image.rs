@@ -6,9 +6,25 @@ use std::io::Cursor;
 /// Decoded images wider or taller than this are refused (a decompression-bomb guard).
 pub const MAX_SIDE: u32 = 8192;
 
+/// Decodes PNG or JPEG bytes into RGB at the image's own size: `(width, height, pixels)`,
+/// row-major, HWC, one byte per channel; alpha is dropped.
+pub fn decode_rgb_native(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
+    let rgb = decode(bytes)?;
+    let (width, height) = rgb.dimensions();
+    Ok((width, height, rgb.into_raw()))
+}
+
 /// Decodes PNG or JPEG bytes into `width × height` RGB, row-major, HWC, one byte per channel.
 /// Other sizes are resized with a triangle (bilinear) filter; alpha is dropped.
 pub fn decode_rgb(bytes: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
+    let mut rgb = decode(bytes)?;
+    if rgb.dimensions() != (width, height) {
+        rgb = image::imageops::resize(&rgb, width, height, FilterType::Triangle);
+    }
+    Ok(rgb.into_raw())
+}
+
+fn decode(bytes: &[u8]) -> Result<image::RgbImage, String> {
     let format = image::guess_format(bytes)
         .ok()
         .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
@@ -20,11 +36,7 @@ pub fn decode_rgb(bytes: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Stri
     limits.max_alloc = Some(256 << 20);
     reader.limits(limits);
     let decoded = reader.decode().map_err(|e| format!("could not decode the {format:?} image: {e}"))?;
-    let mut rgb = decoded.to_rgb8();
-    if rgb.dimensions() != (width, height) {
-        rgb = image::imageops::resize(&rgb, width, height, FilterType::Triangle);
-    }
-    Ok(rgb.into_raw())
+    Ok(decoded.to_rgb8())
 }
 
 /// Scales bytes to floats in [0, 1] (`v / 255`).
