@@ -126,7 +126,7 @@ def test_bad_requests_get_openai_errors(client, spindle):
     assert "'dimensions' is not supported" in dimensions.value.body["message"]
     with pytest.raises(openai.NotFoundError) as unknown:
         client.embeddings.create(model="text-embedding-3-small", input="hi")
-    assert unknown.value.body["code"] == "model_not_found"
+    assert unknown.value.body["code"] == "model_not_found" and unknown.value.body["param"] is None
     url = f"{spindle.url}/v1/embeddings"
     for body, text in [
         (b"{not json", "not a valid embeddings request"),
@@ -135,6 +135,8 @@ def test_bad_requests_get_openai_errors(client, spindle):
         (b'{"model": "all-MiniLM-L6-v2", "input": [[1, 99999999]]}', "not in the model's vocabulary"),
         (b'{"model": "all-MiniLM-L6-v2", "input": "hi", "encoding_format": "int8"}', "encoding_format"),
         (b'{"model": "all-MiniLM-L6-v2", "input": "hi", "temperature": 1}', "unknown field"),
+        (('{"model": "all-MiniLM-L6-v2", "input": "%s"}' % ("word " * 7000)).encode(), "at most 32768"),
+        (('{"model": "all-MiniLM-L6-v2", "input": [%s]}' % ",".join(['"%s"' % LONG] * 200)).encode(), "at most 32768 per request"),
     ]:
         r = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=60)
         assert r.status_code == 400, (body, r.text)
@@ -160,3 +162,7 @@ def test_the_open_inference_protocol_takes_text_as_bytes(spindle, client, binary
     bad = requests.post(f"{spindle.url}/v2/models/{MODEL}/infer", timeout=30,
                         json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["only one"]}]})
     assert bad.status_code == 400 and "shape [2] but 1 strings" in bad.json()["error"]
+    for shape in ([-1, 2], ["x"], [5000]):
+        odd = requests.post(f"{spindle.url}/v2/models/{MODEL}/infer", timeout=30,
+                            json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": shape, "data": ["a"]}]})
+        assert odd.status_code == 400, (shape, odd.text)

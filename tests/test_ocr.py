@@ -12,22 +12,24 @@ from PIL import Image, ImageDraw, ImageFont
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
-# (name, lines of text, font size, rotation in degrees)
+# (name, lines of text, font size, rotation in degrees, text and background colours)
 SCENES = [
-    ("small", ["Invoice 4821 paid"], 22, 0),
-    ("large", ["WebAssembly"], 64, 0),
-    ("two lines", ["Hello Spindle 2026", "Serverless inference"], 36, 0),
-    ("rotated", ["Rotated text line"], 40, 7),
+    ("small", ["Invoice 4821 paid"], 22, 0, "black", "white"),
+    ("large", ["WebAssembly"], 64, 0, "black", "white"),
+    ("two lines", ["Hello Spindle 2026", "Serverless inference"], 36, 0, "black", "white"),
+    ("rotated", ["Rotated text line"], 40, 7, "black", "white"),
+    ("colours", ["Orange on teal 77"], 36, 0, (230, 120, 20), (20, 90, 100)),
+    ("a strip wider than 8:1", ["A narrow strip of text wider than eight to one"], 12, 0, "black", "white"),
 ]
 
 
-def render(lines: list[str], size: int, angle: float) -> bytes:
+def render(lines: list[str], size: int, angle: float, ink="black", paper="white") -> bytes:
     font = ImageFont.truetype(FONT, size)
     width = max(int(font.getlength(line)) for line in lines) + 2 * size
-    image = Image.new("RGB", (width, int(len(lines) * size * 2.2) + size), "white")
+    image = Image.new("RGB", (width, int(len(lines) * size * 2.2) + size), paper)
     draw = ImageDraw.Draw(image)
     for i, line in enumerate(lines):
-        draw.text((size, size // 2 + int(i * size * 2.2)), line, fill="black", font=font)
+        draw.text((size, size // 2 + int(i * size * 2.2)), line, fill=ink, font=font)
     if angle:
         image = image.rotate(angle, expand=True, fillcolor="white", resample=Image.BICUBIC)
     out = io.BytesIO()
@@ -52,19 +54,20 @@ def rapidocr():
     return RapidOCR()
 
 
-@pytest.mark.parametrize("name,lines,size,angle", SCENES, ids=[s[0] for s in SCENES])
-def test_rendered_text_is_read_back_as_rapidocr_reads_it(spindle, rapidocr, name, lines, size, angle):
-    body = render(lines, size, angle)
+@pytest.mark.parametrize("name,lines,size,angle,ink,paper", SCENES, ids=[s[0] for s in SCENES])
+def test_rendered_text_is_read_back_as_rapidocr_reads_it(spindle, rapidocr, name, lines, size, angle, ink, paper):
+    body = render(lines, size, angle, ink, paper)
     answer = read(spindle, body)
     got = [line["text"] for line in answer["lines"]]
     assert squeeze("".join(got)) == squeeze("".join(lines)), (name, got)
     for line in answer["lines"]:
         assert 0.5 <= line["confidence"] <= 1 and len(line["box"]) == 4
-    reference, _ = rapidocr(body)
+    # Spindle runs no angle classifier (upright text only), so neither does the reference.
+    reference, _ = rapidocr(body, use_cls=False)
     assert [r[1] for r in reference] == got, (name, reference, got)
     for ours, theirs in zip(answer["lines"], reference):
         np.testing.assert_allclose(np.array(ours["box"]), np.array(theirs[0]), atol=4, err_msg=name)
-        assert abs(ours["confidence"] - theirs[2]) < 0.02, (name, ours, theirs)
+        assert abs(ours["confidence"] - theirs[2]) < 0.05, (name, ours, theirs)
     if angle:
         (line,) = answer["lines"]
         (x0, y0), (x1, y1) = line["box"][0], line["box"][1]
@@ -85,6 +88,11 @@ def test_a_blank_image_has_no_lines_and_bad_requests_get_clear_errors(spindle):
     blank = io.BytesIO()
     Image.new("RGB", (200, 100), "white").save(blank, format="PNG")
     assert read(spindle, blank.getvalue())["lines"] == []
+    # Very wide and very large pages are brought to RapidOCR's bounds (2000 pixels, 8:1) first.
+    for size in [(8000, 40), (4000, 4000)]:
+        page = io.BytesIO()
+        Image.new("RGB", size, "white").save(page, format="PNG")
+        assert read(spindle, page.getvalue())["lines"] == [], size
     url = f"{spindle.url}/models/ocr/read"
     for body, query, text in [
         (b"", "", "the body is empty"),

@@ -117,6 +117,7 @@ def test_bad_audio_and_parameters_get_clear_errors(spindle):
         (wav(96_000, np.zeros(9600, np.float32)), "", "96000 Hz is not supported"),
         (truncated, "", "cut short"),
         (wav(16_000, np.zeros(0, np.float32)), "", "holds no audio"),
+        (wav(16_000, np.zeros((160, 17), np.float32)), "", "17 channels; 1 to 16"),
         (wav(16_000, np.zeros(1600, np.float32)), "threshold=2", "threshold must be a number from 0.01 to 0.99"),
         (wav(16_000, np.zeros(1600, np.float32)), "loudness=3", "unknown parameter 'loudness'"),
     ]:

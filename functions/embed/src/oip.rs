@@ -3,8 +3,8 @@
 //! extension's length-prefixed form), output `embedding` (`FP32`, `[-1, 384]`), as JSON or binary
 //! data when asked (`binary_data` or `binary_data_output`).
 
-use crate::openai::MODEL_ID;
-use crate::pipeline::{DIMENSIONS, Embedder, Refusal};
+use crate::openai::{MAX_INPUTS, MODEL_ID};
+use crate::pipeline::{DIMENSIONS, Embedder, Refusal, check_texts, check_tokens};
 use serde_json::{Value, json};
 use spindle_sdk::oip::{HEADER_LENGTH, Response, error};
 
@@ -87,10 +87,14 @@ fn infer(header_length: Option<&str>, body: &[u8]) -> Result<Response, Failure> 
     if input.get("datatype").and_then(Value::as_str) != Some("BYTES") {
         return Err(bad(format!("input 'text': expected datatype BYTES, got {}", input.get("datatype").unwrap_or(&Value::Null))));
     }
-    let shape: Vec<u64> = input.get("shape").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_u64).collect();
-    let [count] = shape[..] else {
+    let shape: Option<Vec<u64>> = input.get("shape").and_then(Value::as_array).and_then(|dims| dims.iter().map(Value::as_u64).collect());
+    let Some([count]) = shape.as_deref() else {
         return Err(bad(format!("input 'text': expected shape [-1], got {}", input.get("shape").unwrap_or(&Value::Null))));
     };
+    let count = *count;
+    if count > MAX_INPUTS as u64 {
+        return Err(bad(format!("input 'text' has {count} elements; at most {MAX_INPUTS}")));
+    }
     let binary_size = input.get("parameters").and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
     let texts: Vec<String> = match (binary_size, input.get("data")) {
         (Some(size), _) => {
@@ -108,11 +112,10 @@ fn infer(header_length: Option<&str>, body: &[u8]) -> Result<Response, Failure> 
     if texts.len() as u64 != count {
         return Err(bad(format!("input 'text': shape [{count}] but {} strings", texts.len())));
     }
-    if let Some(i) = texts.iter().position(String::is_empty) {
-        return Err(bad(format!("input 'text': element {i} is an empty string")));
-    }
+    check_texts(&texts, |i| format!("input 'text': element {i}")).map_err(bad)?;
     let embedder = Embedder::load().map_err(failure)?;
     let sequences = texts.iter().map(|t| embedder.tokenize(t)).collect::<Result<Vec<_>, _>>().map_err(failure)?;
+    check_tokens(&sequences).map_err(bad)?;
     let embeddings = embedder.embed(&sequences).map_err(failure)?;
     let binary_default = request.get("parameters").and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
     let as_binary = request
@@ -150,6 +153,9 @@ fn infer(header_length: Option<&str>, body: &[u8]) -> Result<Response, Failure> 
 fn length_prefixed(mut data: &[u8]) -> Result<Vec<String>, Failure> {
     let mut texts = Vec::new();
     while !data.is_empty() {
+        if texts.len() == MAX_INPUTS {
+            return Err(bad(format!("input 'text' has more than {MAX_INPUTS} elements")));
+        }
         let (length, rest) = data.split_at_checked(4).ok_or_else(|| bad("input 'text': a length prefix is cut short"))?;
         let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
         let (text, rest) = rest.split_at_checked(length).ok_or_else(|| bad("input 'text': an element is longer than the data left"))?;

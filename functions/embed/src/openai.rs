@@ -18,7 +18,7 @@ pub const MODEL_ID: &str = "all-MiniLM-L6-v2";
 /// Other names it answers to.
 const ALIASES: [&str; 1] = ["sentence-transformers/all-MiniLM-L6-v2"];
 /// Most inputs in one request, as OpenAI allows.
-const MAX_INPUTS: usize = 2048;
+pub const MAX_INPUTS: usize = 2048;
 
 /// An answer: status and JSON body.
 pub type Answer = (u16, Value);
@@ -56,13 +56,21 @@ fn error(status: u16, message: impl Into<String>, param: Option<&str>, code: Opt
 pub fn embeddings(body: &[u8]) -> Answer {
     let request: EmbeddingsRequest = match serde_json::from_slice(body) {
         Ok(request) => request,
+        Err(e) if e.to_string().contains("untagged enum Input") => {
+            return error(
+                400,
+                "the request is not a valid embeddings request: 'input' must be a string, a list of strings, a list of token ids or a list of such lists",
+                Some("input"),
+                None,
+            );
+        }
         Err(e) => return error(400, format!("the request is not a valid embeddings request: {e}"), None, None),
     };
     if request.model != MODEL_ID && !ALIASES.contains(&request.model.as_str()) {
         return error(
             404,
             format!("The model '{}' does not exist; this function serves '{MODEL_ID}'", request.model),
-            Some("model"),
+            None,
             Some("model_not_found"),
         );
     }
@@ -89,6 +97,9 @@ pub fn embeddings(body: &[u8]) -> Answer {
         Ok(sequences) => sequences,
         Err(answer) => return answer,
     };
+    if let Err(message) = crate::pipeline::check_tokens(&sequences) {
+        return error(400, message, Some("input"), None);
+    }
     let truncated: Vec<usize> = sequences.iter().enumerate().filter(|(_, s)| s.truncated).map(|(i, _)| i).collect();
     if request.truncate == Some(false)
         && let Some(&first) = truncated.first()
@@ -144,22 +155,22 @@ fn sequences(embedder: &Embedder, input: Input) -> Result<Vec<Sequence>, Answer>
         Input::Tokens(ids) => return Ok(vec![from_ids(embedder, &ids, None)?]),
         Input::TokenLists(lists) => return lists.iter().enumerate().map(|(i, ids)| from_ids(embedder, ids, Some(i))).collect(),
     };
-    texts
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            if text.is_empty() {
-                return Err(bad(format!("input[{i}] is an empty string; each input must hold at least one character")));
-            }
-            embedder.tokenize(text).map_err(refused)
-        })
-        .collect()
+    crate::pipeline::check_texts(&texts, |i| format!("input[{i}]")).map_err(bad)?;
+    texts.iter().map(|text| embedder.tokenize(text).map_err(refused)).collect()
 }
 
 fn from_ids(embedder: &Embedder, ids: &[i64], index: Option<usize>) -> Result<Sequence, Answer> {
     let at = index.map_or_else(String::new, |i| format!("[{i}]"));
     if ids.is_empty() {
         return Err(error(400, format!("input{at} is an empty list of tokens"), Some("input"), None));
+    }
+    if ids.len() > crate::pipeline::MAX_TEXT_BYTES {
+        return Err(error(
+            400,
+            format!("input{at} has {} tokens; at most {}", ids.len(), crate::pipeline::MAX_TEXT_BYTES),
+            Some("input"),
+            None,
+        ));
     }
     embedder.sequence_of_ids(ids).map_err(|refusal| match refusal {
         Refusal::Input(message) => error(400, format!("input{at}: {message}"), Some("input"), None),
@@ -180,6 +191,6 @@ pub fn models(id: Option<&str>) -> Answer {
     match id {
         None => (200, json!({"object": "list", "data": [model]})),
         Some(id) if id == MODEL_ID || ALIASES.contains(&id) => (200, model),
-        Some(id) => error(404, format!("The model '{id}' does not exist"), Some("model"), Some("model_not_found")),
+        Some(id) => error(404, format!("The model '{id}' does not exist"), None, Some("model_not_found")),
     }
 }

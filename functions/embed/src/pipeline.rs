@@ -21,6 +21,41 @@ pub const MAX_TOKENS: usize = 256;
 pub const DIMENSIONS: usize = 384;
 /// Sequences run through the encoder together (padded to the longest of them).
 const CHUNK: usize = 16;
+/// The longest text one input may be, in bytes (the model reads only its first 256 tokens;
+/// tokenising far more would cost memory for nothing).
+pub const MAX_TEXT_BYTES: usize = 32 << 10;
+/// The most text one request may carry, over all its inputs.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// The most tokens one request may have the model see.
+pub const MAX_REQUEST_TOKENS: usize = 32_768;
+
+/// Refuses texts that are empty, too long, or too much together; `what(i)` names input `i`.
+pub fn check_texts(texts: &[String], what: impl Fn(usize) -> String) -> Result<(), String> {
+    if let Some(i) = texts.iter().position(String::is_empty) {
+        return Err(format!("{} is an empty string; each input must hold at least one character", what(i)));
+    }
+    if let Some(i) = texts.iter().position(|t| t.len() > MAX_TEXT_BYTES) {
+        return Err(format!(
+            "{} is {} bytes; at most {MAX_TEXT_BYTES} (the model reads its first {MAX_TOKENS} tokens)",
+            what(i),
+            texts[i].len()
+        ));
+    }
+    let total: usize = texts.iter().map(String::len).sum();
+    if total > MAX_REQUEST_BYTES {
+        return Err(format!("the inputs hold {total} bytes of text; at most {MAX_REQUEST_BYTES} per request"));
+    }
+    Ok(())
+}
+
+/// Refuses sequences that come to more tokens than one request may have.
+pub fn check_tokens(sequences: &[Sequence]) -> Result<(), String> {
+    let total: usize = sequences.iter().map(|s| s.ids.len()).sum();
+    if total > MAX_REQUEST_TOKENS {
+        return Err(format!("the inputs come to {total} tokens; at most {MAX_REQUEST_TOKENS} per request: send fewer inputs per request"));
+    }
+    Ok(())
+}
 
 /// The parts of a `tokenizer.json` a BERT tokenizer has (its truncation and padding are this
 /// function's own).
@@ -126,16 +161,22 @@ impl Embedder {
     /// One L2-normalised embedding per sequence, in order.
     pub fn embed(&self, sequences: &[Sequence]) -> Result<Vec<Vec<f32>>, Refusal> {
         let model = Model::open(MODEL)?;
-        let mut embeddings = Vec::with_capacity(sequences.len());
-        for chunk in sequences.chunks(CHUNK) {
-            embeddings.extend(run(&model, chunk)?);
+        // Batched by length, so that little padding is run; answered in the callers' order.
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&i| sequences[i].ids.len());
+        let mut embeddings = vec![Vec::new(); sequences.len()];
+        for chunk in order.chunks(CHUNK) {
+            let batch: Vec<&Sequence> = chunk.iter().map(|&i| &sequences[i]).collect();
+            for (&i, embedding) in chunk.iter().zip(run(&model, &batch)?) {
+                embeddings[i] = embedding;
+            }
         }
         Ok(embeddings)
     }
 }
 
 /// Runs one padded batch and pools it.
-fn run(model: &Model, batch: &[Sequence]) -> Result<Vec<Vec<f32>>, Refusal> {
+fn run(model: &Model, batch: &[&Sequence]) -> Result<Vec<Vec<f32>>, Refusal> {
     let length = batch.iter().map(|s| s.ids.len()).max().unwrap_or(0);
     let shape = [batch.len(), length];
     let mut ids = vec![0i64; batch.len() * length];

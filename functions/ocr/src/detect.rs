@@ -23,21 +23,29 @@ pub struct TextBox {
 }
 
 /// The text boxes in `image`, top to bottom and left to right.
-pub fn detect(image: &Rgb) -> Result<Vec<TextBox>, spindle_sdk::Error> {
+pub fn detect(image: &Rgb) -> Result<Vec<TextBox>, crate::Failure> {
     const OUTPUT: &str = "sigmoid_0.tmp_0";
     let ratio = if (image.width.min(image.height) as f32) < LIMIT_SIDE { LIMIT_SIDE / image.width.min(image.height) as f32 } else { 1.0 };
     let to_32 = |side: usize| ((((side as f32 * ratio) as usize) as f32 / 32.0).round() as usize * 32).max(32);
     let (width, height) = (to_32(image.width), to_32(image.height));
     let resized = image.resize(width, height);
     let mut chw = vec![0f32; 3 * width * height];
+    // The models were trained on OpenCV's BGR order.
     for (i, pixel) in resized.pixels.chunks_exact(3).enumerate() {
         for c in 0..3 {
-            chw[c * width * height + i] = f32::from(pixel[c]) / 255.0 * 2.0 - 1.0;
+            chw[c * width * height + i] = f32::from(pixel[2 - c]) / 255.0 * 2.0 - 1.0;
         }
     }
-    let model = Model::open(MODEL)?;
-    let outputs = model.run(&[("x", Tensor::from_f32(&[1, 3, height, width], &chw)?)])?;
-    let map = outputs.get(OUTPUT)?.to_f32()?;
+    let failed = |e: spindle_sdk::Error| match e.kind() {
+        spindle_sdk::ErrorKind::InvalidInput => (413, format!("the image is too large to read: {e}")),
+        _ => (500, e.to_string()),
+    };
+    let model = Model::open(MODEL).map_err(failed)?;
+    let outputs = model.run(&[("x", Tensor::from_f32(&[1, 3, height, width], &chw).map_err(failed)?)]).map_err(failed)?;
+    let map = outputs.get(OUTPUT).and_then(spindle_sdk::Tensor::to_f32).map_err(failed)?;
+    if map.len() != width * height {
+        return Err((500, format!("the detector answered {} values for a {width}×{height} map", map.len())));
+    }
     let mut boxes = boxes_from_map(&map, width, height, image.width, image.height);
     sort_reading_order(&mut boxes);
     Ok(boxes)
@@ -54,10 +62,12 @@ fn boxes_from_map(map: &[f32], width: usize, height: usize, dest_width: usize, d
     let mut seen = vec![false; width * height];
     let mut found = Vec::new();
     let mut stack = Vec::new();
+    let mut regions = 0;
     for start in 0..width * height {
-        if !mask[start] || seen[start] || found.len() >= MAX_CANDIDATES {
+        if !mask[start] || seen[start] || regions >= MAX_CANDIDATES {
             continue;
         }
+        regions += 1;
         seen[start] = true;
         stack.push(start);
         let mut region: Vec<Point> = Vec::new();

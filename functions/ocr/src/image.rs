@@ -67,6 +67,13 @@ impl Rgb {
         if height as f32 / width as f32 >= 1.5 { upright.quarter_turn() } else { upright }
     }
 
+    /// With `rows` black rows added above and below.
+    pub fn letterbox(&self, rows: usize) -> Rgb {
+        let border = vec![0u8; rows * self.width * 3];
+        let pixels = [border.as_slice(), &self.pixels, &border].concat();
+        Rgb { width: self.width, height: self.height + 2 * rows, pixels }
+    }
+
     /// Turned 90° anticlockwise.
     fn quarter_turn(&self) -> Rgb {
         let (width, height) = (self.height, self.width);

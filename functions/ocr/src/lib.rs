@@ -54,7 +54,8 @@ async fn handle(req: Request) -> Response {
     }
 }
 
-type Failure = (u16, String);
+/// A status and what to say.
+pub type Failure = (u16, String);
 
 fn read(content_type: &str, query: &str, body: &[u8]) -> Result<Value, Failure> {
     let min_confidence = min_confidence(query).map_err(|e| (400, e))?;
@@ -66,8 +67,9 @@ fn read(content_type: &str, query: &str, body: &[u8]) -> Result<Value, Failure> 
         body.to_vec()
     };
     let picture = image::Rgb::decode(&bytes).map_err(|e| (400, e))?;
-    let boxes = detect::detect(&picture).map_err(|e| (500, e.to_string()))?;
-    let crops: Vec<image::Rgb> = boxes.iter().map(|b| picture.crop(&b.corners)).collect();
+    let page = Page::of(&picture);
+    let boxes = detect::detect(&page.image)?;
+    let crops: Vec<image::Rgb> = boxes.iter().map(|b| page.image.crop(&b.corners)).collect();
     let readings = recognize::recognize(&crops).map_err(|e| (500, e))?;
     let lines: Vec<Value> = boxes
         .iter()
@@ -77,11 +79,53 @@ fn read(content_type: &str, query: &str, body: &[u8]) -> Result<Value, Failure> 
             json!({
                 "text": r.text,
                 "confidence": (f64::from(r.confidence) * 10_000.0).round() / 10_000.0,
-                "box": b.corners.map(|p| [p[0] as i64, p[1] as i64]),
+                "box": b.corners.map(|p| page.to_original(p, picture.width, picture.height)),
             })
         })
         .collect();
     Ok(json!({"lines": lines, "width": picture.width, "height": picture.height}))
+}
+
+/// The image the models see, as RapidOCR prepares it: a longest side over 2000 pixels shrunk to
+/// 2000 and a shortest under 30 grown to 30 (both sides then multiples of 32), and an image no
+/// taller than 30 or wider than 8:1 given black bands above and below; with the way back to
+/// the original's pixels.
+struct Page {
+    image: image::Rgb,
+    scale: (f32, f32),
+    top: usize,
+}
+
+impl Page {
+    const MAX_SIDE: usize = 2000;
+    const MIN_SIDE: usize = 30;
+    const MAX_RATIO: usize = 8;
+
+    fn of(picture: &image::Rgb) -> Page {
+        let (width, height) = (picture.width, picture.height);
+        let ratio = if width.max(height) > Self::MAX_SIDE {
+            Self::MAX_SIDE as f32 / width.max(height) as f32
+        } else if width.min(height) < Self::MIN_SIDE {
+            Self::MIN_SIDE as f32 / width.min(height) as f32
+        } else {
+            1.0
+        };
+        let to_32 = |side: usize| ((((side as f32 * ratio) as usize) as f32 / 32.0).round() as usize * 32).max(32);
+        let image = if ratio == 1.0 { picture.clone() } else { picture.resize(to_32(width), to_32(height)) };
+        let scale = (width as f32 / image.width as f32, height as f32 / image.height as f32);
+        let (w, h) = (image.width, image.height);
+        if h <= Self::MIN_SIDE || w > Self::MAX_RATIO * h {
+            let top = ((w / Self::MAX_RATIO).max(Self::MIN_SIDE) * 2).abs_diff(h) / 2;
+            return Page { image: image.letterbox(top), scale, top };
+        }
+        Page { image, scale, top: 0 }
+    }
+
+    fn to_original(&self, p: geometry::Point, width: usize, height: usize) -> [i64; 2] {
+        let x = (p[0] * self.scale.0).clamp(0.0, width as f32 - 1.0);
+        let y = ((p[1] - self.top as f32) * self.scale.1).clamp(0.0, height as f32 - 1.0);
+        [x as i64, y as i64]
+    }
 }
 
 fn min_confidence(query: &str) -> Result<f32, String> {

@@ -13,6 +13,9 @@ const CHARACTERS: &str = "/models/ppocr-rec/characters.txt";
 const HEIGHT: usize = 48;
 const MIN_WIDTH: usize = 320;
 const BATCH: usize = 6;
+/// Crops wider than this many heights are squeezed to it, which bounds a batch's input (a thin
+/// rule across a page would otherwise make it hundreds of megabytes).
+const MAX_RATIO: f32 = 64.0;
 
 /// A recognised line: its text and its confidence (the mean probability of its characters).
 pub struct Reading {
@@ -33,7 +36,7 @@ pub fn recognize(crops: &[Rgb]) -> Result<Vec<Reading>, String> {
     order.sort_by(|&a, &b| ratio(&crops[a]).total_cmp(&ratio(&crops[b])));
     let mut readings: Vec<Option<Reading>> = (0..crops.len()).map(|_| None).collect();
     for batch in order.chunks(BATCH) {
-        let widest = batch.iter().map(|&i| ratio(&crops[i])).fold(MIN_WIDTH as f32 / HEIGHT as f32, f32::max);
+        let widest = batch.iter().map(|&i| ratio(&crops[i]).min(MAX_RATIO)).fold(MIN_WIDTH as f32 / HEIGHT as f32, f32::max);
         let width = (HEIGHT as f32 * widest) as usize;
         let mut input = vec![0f32; batch.len() * 3 * HEIGHT * width];
         for (slot, &i) in batch.iter().enumerate() {
@@ -44,7 +47,7 @@ pub fn recognize(crops: &[Rgb]) -> Result<Vec<Reading>, String> {
                 for x in 0..resized_width {
                     let pixel = &resized.pixels[(y * resized_width + x) * 3..][..3];
                     for c in 0..3 {
-                        input[base + (c * HEIGHT + y) * width + x] = f32::from(pixel[c]) / 255.0 * 2.0 - 1.0;
+                        input[base + (c * HEIGHT + y) * width + x] = f32::from(pixel[2 - c]) / 255.0 * 2.0 - 1.0;
                     }
                 }
             }
@@ -54,7 +57,13 @@ pub fn recognize(crops: &[Rgb]) -> Result<Vec<Reading>, String> {
         let probabilities = outputs.get(OUTPUT).map_err(|e| e.to_string())?;
         let shape = probabilities.shape().to_vec();
         let probabilities = probabilities.to_f32().map_err(|e| e.to_string())?;
-        let (steps, classes) = (shape[1] as usize, shape[2] as usize);
+        let &[rows, steps, classes] = &shape[..] else {
+            return Err(format!("the recogniser answered shape {shape:?}"));
+        };
+        let (steps, classes) = (steps as usize, classes as usize);
+        if rows as usize != batch.len() || classes != characters.len() || probabilities.len() != batch.len() * steps * classes {
+            return Err(format!("the recogniser answered shape {shape:?} for {} crops and {} classes", batch.len(), characters.len()));
+        }
         for (slot, &i) in batch.iter().enumerate() {
             let rows = &probabilities[slot * steps * classes..][..steps * classes];
             readings[i] = Some(decode(rows, classes, &characters));

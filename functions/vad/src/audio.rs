@@ -11,6 +11,8 @@ pub const RATE: u32 = 16_000;
 pub const RATES: std::ops::RangeInclusive<u32> = 8_000..=48_000;
 /// The longest audio one request may carry.
 pub const MAX_SECONDS: u32 = 600;
+/// The most channels a file may have.
+pub const MAX_CHANNELS: u16 = 16;
 
 /// Decoded audio.
 #[derive(Debug)]
@@ -38,8 +40,8 @@ pub fn decode(body: &[u8]) -> Result<Audio, String> {
             RATES.end()
         ));
     }
-    if spec.channels == 0 {
-        return Err("the WAV file declares no channels".into());
+    if spec.channels == 0 || spec.channels > MAX_CHANNELS {
+        return Err(format!("the WAV file has {} channels; 1 to {MAX_CHANNELS} are accepted", spec.channels));
     }
     let frames = reader.duration();
     if frames == 0 {
@@ -48,11 +50,30 @@ pub fn decode(body: &[u8]) -> Result<Audio, String> {
     if frames / spec.sample_rate > MAX_SECONDS {
         return Err(format!("the audio is {} s long; at most {MAX_SECONDS} s per request", frames / spec.sample_rate));
     }
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float if spec.bits_per_sample == 32 => reader.samples::<f32>().collect::<Result<_, _>>(),
+    let channels = usize::from(spec.channels);
+    let corrupt = |e: hound::Error| format!("the WAV file's samples are cut short or corrupt: {e}");
+    // Mixed down as they are read: the interleaved samples are never held.
+    let mut mono = Vec::with_capacity((frames as usize).min(MAX_SECONDS as usize * 48_000));
+    let mut mix = |samples: &mut dyn Iterator<Item = Result<f32, String>>| -> Result<(), String> {
+        let mut frame = (0.0f32, 0usize);
+        for sample in samples {
+            frame.0 += sample?;
+            frame.1 += 1;
+            if frame.1 == channels {
+                mono.push(frame.0 / channels as f32);
+                frame = (0.0, 0);
+            }
+        }
+        Ok(())
+    };
+    match spec.sample_format {
+        hound::SampleFormat::Float if spec.bits_per_sample == 32 => mix(&mut reader.samples::<f32>().map(|s| {
+            s.map_err(corrupt)
+                .and_then(|s| if s.is_finite() { Ok(s) } else { Err("the WAV file holds a sample that is not a finite number".to_owned()) })
+        }))?,
         hound::SampleFormat::Int if (8..=32).contains(&spec.bits_per_sample) => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            reader.samples::<i32>().map(|s| s.map(|s| s as f32 * scale)).collect::<Result<_, _>>()
+            mix(&mut reader.samples::<i32>().map(|s| s.map(|s| s as f32 * scale).map_err(corrupt)))?
         }
         _ => {
             return Err(format!(
@@ -61,9 +82,6 @@ pub fn decode(body: &[u8]) -> Result<Audio, String> {
             ));
         }
     }
-    .map_err(|e| format!("the WAV file's samples are cut short or corrupt: {e}"))?;
-    let channels = usize::from(spec.channels);
-    let mono: Vec<f32> = interleaved.chunks(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32).collect();
     Ok(Audio { samples: resample(&mono, spec.sample_rate, RATE), source_rate: spec.sample_rate, source_channels: spec.channels })
 }
 
@@ -119,6 +137,16 @@ mod tests {
         let out = resample(&one_second, 44_100, RATE);
         assert_eq!(out.len(), 16_000);
         assert!(out.iter().all(|s| (s - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn non_finite_float_samples_are_refused() {
+        let mut out = Cursor::new(Vec::new());
+        let spec = hound::WavSpec { channels: 1, sample_rate: RATE, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+        let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
+        [0.0f32, f32::NAN, 0.5].iter().for_each(|&s| writer.write_sample(s).unwrap());
+        writer.finalize().unwrap();
+        assert!(decode(&out.into_inner()).unwrap_err().contains("not a finite number"));
     }
 
     #[test]

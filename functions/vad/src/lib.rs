@@ -111,7 +111,11 @@ fn speech_probabilities(samples: &[f32]) -> Result<Vec<f32>, Failure> {
                 ("c", Tensor::from_f32(&STATE, &c).map_err(internal)?),
             ])
             .map_err(internal)?;
-        probabilities.extend(outputs.get("speech_probs").and_then(Tensor::to_f32).map_err(internal)?);
+        let found = outputs.get("speech_probs").and_then(Tensor::to_f32).map_err(internal)?;
+        if found.len() != count {
+            return Err((500, format!("the model answered {} probabilities for {count} windows", found.len())));
+        }
+        probabilities.extend(found);
         h = outputs.get("hn").and_then(Tensor::to_f32).map_err(internal)?;
         c = outputs.get("cn").and_then(Tensor::to_f32).map_err(internal)?;
     }
