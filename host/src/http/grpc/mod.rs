@@ -115,7 +115,7 @@ where
         return json_error(StatusCode::BAD_REQUEST, "gRPC needs HTTP/2 (prior knowledge in clear text, or TLS with ALPN h2)")
             .map(Either::Left);
     }
-    let mut call = Call { app, caller, metadata: HeaderMap::new(), forwarded: None, models: Vec::new(), received: 0, sent: 0 };
+    let mut call = Call { app, caller, metadata: HeaderMap::new(), forwarded: None, models: Vec::new(), max_body: 0, received: 0, sent: 0 };
     let deadline = grpc_timeout(req.headers());
     let answered = match deadline {
         Some(after) => tokio::time::timeout(after, answer_call(req, &mut call)).await.unwrap_or_else(|_| {
@@ -177,7 +177,8 @@ where
         )));
     }
     let components = call.app.components();
-    let max_message = components.iter().map(|c| c.limits.max_body_bytes).max().unwrap_or(0).saturating_add(FRAMING_ROOM);
+    call.max_body = components.iter().map(|c| c.limits.max_body_bytes).max().unwrap_or(0);
+    let max_message = call.max_body.saturating_add(FRAMING_ROOM);
     let wait = components.iter().map(|c| c.limits.body_timeout).max().unwrap_or(std::time::Duration::from_secs(30));
     let (parts, body) = req.into_parts();
     let (message, _reserved) = match read_message(body, max_message, wait).await {
@@ -332,6 +333,8 @@ struct Call<'a, 'c, 's> {
     metadata: HeaderMap,
     forwarded: Option<Forwarded>,
     models: Vec<String>,
+    /// The largest body any component accepts: what a call's tensors may take.
+    max_body: usize,
     received: u64,
     sent: u64,
 }
@@ -388,8 +391,7 @@ impl Call<'_, '_, '_> {
 
     async fn infer(&mut self, request: ModelInferRequest) -> Result<tonic::Response<ModelInferResponse>, Status> {
         let path = infer::model_path(&request.model_name, &request.model_version, "/infer")?;
-        let max_bytes = self.app.components().iter().map(|c| c.limits.max_body_bytes).max().unwrap_or(0);
-        let rest = infer::to_rest(request, max_bytes)?;
+        let rest = infer::to_rest(request, self.max_body)?;
         let req = Request::post(path)
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .header(infer::HEADER_LENGTH, rest.header_length)
