@@ -96,6 +96,28 @@ def test_a_missing_build_says_how_to_build(tmp_path):
     assert run.returncode != 0 and "spindle build" in run.stderr
 
 
+@pytest.mark.parametrize("grant, ok", [
+    ("", False),
+    ('allowed_outbound_hosts = ["http://127.0.0.1:9"]', True),
+    ('[component.a.tool.spindle]\nimports = ["wasi:http/client"]', True),
+    ('[component.a.tool.spindle]\nimports = ["wasi:sockets/*"]', False),
+])
+def test_the_build_refuses_a_component_that_imports_what_it_is_not_granted(tmp_path, grant, ok):
+    """The hostile fixture imports outbound HTTP (wasi:http/client): granted by
+    allowed_outbound_hosts or by name, refused otherwise."""
+    hostile = ROOT / "target" / "wasm32-wasip2" / "release" / "hostile.wasm"
+    manifest = tmp_path / "spin.toml"
+    manifest.write_text('spin_manifest_version = 2\n[application]\nname = "x"\n'
+                        f'[[trigger.http]]\nroute = "/..."\ncomponent = "a"\n[component.a]\nsource = "{hostile}"\n{grant}\n')
+    run = subprocess.run([str(SPINDLE), "build", "-f", str(manifest)], capture_output=True, text=True, timeout=60)
+    if ok:
+        assert run.returncode == 0, run.stderr
+    else:
+        assert run.returncode != 0
+        assert "component 'a' imports an interface that it is not granted: wasi:http/client@0.3.0" in run.stderr
+        assert "[component.a.tool.spindle] imports" in run.stderr
+
+
 
 def wait_for(predicate, seconds=5.0):
     import time

@@ -21,7 +21,7 @@
 
 pub mod build;
 pub mod http;
-pub mod manifest;
+pub use spindle_manifest as manifest;
 pub mod nn;
 pub mod reload;
 pub mod runtime;

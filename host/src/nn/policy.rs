@@ -9,36 +9,11 @@
 use super::backend::onnxruntime::{self, OnnxRuntime, OnnxRuntimeBackend};
 use super::backend::tract::TractBackend;
 use super::backend::{Backend, Device};
-use serde::Deserialize;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// An inference engine choice.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineChoice {
-    /// The fastest engine available on the chosen device.
-    #[default]
-    Auto,
-    /// tract, always there.
-    Tract,
-    /// ONNX Runtime, when its library is found.
-    Onnxruntime,
-}
-
-/// A device choice.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// A GPU when a GPU engine probes ready, else the CPU.
-    #[default]
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// A GPU, or an error at start.
-    Gpu,
-}
+pub use spindle_manifest::{DeviceChoice, EngineChoice};
 
 /// Where a component's models run, and why.
 #[derive(Clone)]

@@ -7,9 +7,9 @@
 //! destinations, Spindle settings) run after parsing ([`validate`]); the route table they build is
 //! kept in the [`Manifest`] and is what the server routes with ([`routes`]).
 //!
-//! This module reads files and nothing else: checks that need the file system beyond the
+//! This crate reads files and nothing else: checks that need the file system beyond the
 //! manifest itself (a component's `.wasm` exists, a mount's globs match) run when the app is
-//! built, in [`crate::runtime`].
+//! built, by the host's runtime.
 
 mod id;
 pub mod routes;

@@ -8,9 +8,9 @@
 //! The router is built once, while the manifest is validated, and kept in the [`Manifest`]: the
 //! server matches requests with the same value that was checked.
 //!
-//! [`Manifest`]: super::Manifest
+//! [`Manifest`]: crate::Manifest
 
-use super::{AppManifest, ComponentId, RouteSpec};
+use crate::{AppManifest, ComponentId, RouteSpec};
 
 /// The router, built once per app.
 #[derive(Clone, Debug, Default)]

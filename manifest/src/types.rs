@@ -3,8 +3,7 @@
 //! Every table denies unknown keys. Fields Spindle reads are documented with what it does with
 //! them; fields Spin defines that Spindle only accepts are kept so the same file works with both.
 
-use super::ComponentId;
-use crate::nn::policy::{DeviceChoice, EngineChoice};
+use crate::ComponentId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -199,6 +198,10 @@ pub struct AppSettings {
     /// model readiness); health stays open for probes. Default: open.
     #[serde(default)]
     pub host_access: Option<AccessSource>,
+    /// Interfaces every component of the app may import beyond the default grant, as in a
+    /// component's `imports`.
+    #[serde(default)]
+    pub imports: Vec<String>,
 }
 
 /// Where a route's bearer tokens come from: exactly one of a file of hashed tokens or an
@@ -252,6 +255,11 @@ pub struct SpindleSettings {
     /// shapes; the memory such a graph takes inside its engine then goes unchecked.
     #[serde(default)]
     pub allow_dynamic_shapes: Option<bool>,
+    /// Interfaces it may import beyond those every component is granted (`wasi:sockets/tcp`,
+    /// or `wasi:sockets/*` for a whole package); `spindle build` refuses a component that
+    /// imports anything else.
+    #[serde(default)]
+    pub imports: Vec<String>,
     /// Inference engine: `auto`, `tract` or `onnxruntime`.
     #[serde(default)]
     pub engine: Option<EngineChoice>,
@@ -261,4 +269,30 @@ pub struct SpindleSettings {
     /// Bearer tokens a request to this component must carry. Default: open.
     #[serde(default)]
     pub access: Option<AccessSource>,
+}
+
+/// An inference engine choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// The fastest engine available on the chosen device.
+    #[default]
+    Auto,
+    /// tract, always there.
+    Tract,
+    /// ONNX Runtime, when its library is found.
+    Onnxruntime,
+}
+
+/// A device choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A GPU when a GPU engine probes ready, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// A GPU, or an error at start.
+    Gpu,
 }

@@ -1,7 +1,7 @@
 //! The checks that span fields, run once the tables have parsed; each failure is an [`Invalid`]
 //! whose text names the table and says what was expected.
 
-use super::{AppManifest, AppSettings, ComponentId, FileMount, RouteError, Router, SpindleSettings};
+use crate::{AppManifest, AppSettings, ComponentId, FileMount, RouteError, Router, SpindleSettings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -62,6 +62,19 @@ pub enum Invalid {
     Route(#[from] RouteError),
 }
 
+/// `namespace:package/interface` or `namespace:package/*`, without a version.
+fn is_interface_pattern(pattern: &str) -> bool {
+    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    match pattern.split_once(':').and_then(|(ns, rest)| Some((ns, rest.split_once('/')?))) {
+        Some((namespace, (package, interface))) => word(namespace) && word(package) && (interface == "*" || word(interface)),
+        None => false,
+    }
+}
+
+fn not_an_interface(pattern: &str) -> String {
+    format!("imports: '{pattern}' is not an interface ('wasi:sockets/tcp') or a package ('wasi:sockets/*')")
+}
+
 /// What validation produces besides a yes.
 pub(super) struct Validated {
     pub settings: AppSettings,
@@ -87,6 +100,9 @@ pub(super) fn validate(app: &AppManifest, dir: &Path) -> Result<Validated, Inval
         None => AppSettings::default(),
         Some(table) => AppSettings::deserialize(table.clone()).map_err(|e| Invalid::AppSettings(e.to_string()))?,
     };
+    if let Some(bad) = settings.imports.iter().find(|i| !is_interface_pattern(i)) {
+        return Err(Invalid::AppSettings(not_an_interface(bad)));
+    }
     let root = lexical(&dir.join(settings.files_root.as_deref().unwrap_or(".")));
     let mut spindle = BTreeMap::new();
     for (id, component) in &app.component {
@@ -108,6 +124,9 @@ pub(super) fn validate(app: &AppManifest, dir: &Path) -> Result<Validated, Inval
             Some(table) => SpindleSettings::deserialize(table.clone())
                 .map_err(|e| Invalid::SpindleSettings { component: id.clone(), message: e.to_string() })?,
         };
+        if let Some(bad) = settings.imports.iter().find(|i| !is_interface_pattern(i)) {
+            return Err(Invalid::SpindleSettings { component: id.clone(), message: not_an_interface(bad) });
+        }
         spindle.insert(id.clone(), settings);
     }
     let router = Router::build(app)?;
@@ -152,5 +171,15 @@ mod tests {
         assert!(!inside_of("/etc", "."));
         assert!(inside_of("/srv/app/models", "."));
         assert!(inside_of("/opt/models/m", "/opt/models"));
+    }
+
+    #[test]
+    fn import_grants_are_interfaces_or_packages() {
+        for good in ["wasi:sockets/tcp", "wasi:sockets/*", "fermyon:spin/key-value"] {
+            assert!(is_interface_pattern(good), "{good}");
+        }
+        for bad in ["wasi:sockets/tcp@0.2.6", "wasi:sockets", "sockets/tcp", "wasi:/tcp", "*", "wasi:Sockets/tcp"] {
+            assert!(!is_interface_pattern(bad), "{bad}");
+        }
     }
 }
