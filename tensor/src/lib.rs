@@ -79,9 +79,20 @@ pub fn element_count(dims: impl IntoIterator<Item = u64>) -> Option<u64> {
     dims.into_iter().try_fold(1u64, |count, d| count.checked_mul(d))
 }
 
-/// The bytes a tensor of `dims` and `ty` takes, or `None` past [`MAX_TENSOR_BYTES`].
+/// The bytes a tensor of `dims` and `ty` takes, or `None` when the product of its non-zero
+/// dimensions and the element size exceeds [`MAX_TENSOR_BYTES`]. A zero dimension makes the
+/// tensor empty but does not excuse the others: engines still work out strides from them.
 pub fn byte_len(dims: impl IntoIterator<Item = u64>, ty: ElementType) -> Option<usize> {
-    element_count(dims).and_then(|n| n.checked_mul(ty.size() as u64)).filter(|&n| n <= MAX_TENSOR_BYTES as u64).map(|n| n as usize)
+    let mut empty = false;
+    let extent = dims
+        .into_iter()
+        .filter(|&d| {
+            empty |= d == 0;
+            d != 0
+        })
+        .try_fold(ty.size() as u64, |n, d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_TENSOR_BYTES as u64)?;
+    Some(if empty { 0 } else { extent as usize })
 }
 
 /// Checks a tensor called `name`: rank at most [`MAX_TENSOR_RANK`], size at most
@@ -117,7 +128,7 @@ pub enum TensorErrorKind {
         /// Its rank.
         rank: usize,
     },
-    /// More than [`MAX_TENSOR_BYTES`] bytes (or a size that does not fit a `u64`).
+    /// More than [`MAX_TENSOR_BYTES`] bytes, counting only its non-zero dimensions.
     TooLarge {
         /// Its dimensions.
         dims: Vec<u32>,
@@ -179,6 +190,10 @@ mod tests {
         assert_eq!(byte_len([2, 3], ElementType::F32), Some(24));
         assert_eq!(byte_len([], ElementType::I64), Some(8));
         assert_eq!(byte_len([0, 7], ElementType::F32), Some(0));
+        // Found by fuzzing: a zero dimension used to excuse the ones after it but not those before.
+        assert_eq!(byte_len([0, u32::MAX.into(), u32::MAX.into()], ElementType::F32), None);
+        assert_eq!(byte_len([u32::MAX.into(), u32::MAX.into(), 0], ElementType::F32), None);
+        assert_eq!(byte_len([0, 1 << 20, 64], ElementType::F32), Some(0));
         assert_eq!(byte_len([u64::MAX, 2], ElementType::U8), None);
         assert_eq!(byte_len([MAX_TENSOR_BYTES as u64], ElementType::U8), Some(MAX_TENSOR_BYTES));
         assert_eq!(byte_len([MAX_TENSOR_BYTES as u64 + 1], ElementType::U8), None);

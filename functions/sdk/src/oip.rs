@@ -177,8 +177,6 @@ struct RequestedOutput {
     parameters: Option<serde_json::Map<String, Value>>,
 }
 
-type Failure = (u16, String);
-
 fn bad(message: impl Into<String>) -> Failure {
     (400, message.into())
 }
@@ -212,7 +210,25 @@ fn shape_matches(declared: &[i64], got: &[i64]) -> bool {
     declared.len() == got.len() && declared.iter().zip(got).all(|(&d, &g)| g >= 0 && (d == -1 || d == g))
 }
 
-fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Result<Response, Failure> {
+/// An inference request, decoded and checked against its model's declaration: what
+/// [`serve`] hands the model.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The request's `id`, echoed in the answer.
+    pub id: Option<String>,
+    /// Every declared input, by name, with the data the request sent.
+    pub inputs: Vec<(String, Tensor)>,
+    /// The outputs to answer, by name, and whether each goes out as binary data.
+    pub outputs: Vec<(String, bool)>,
+}
+
+/// A refusal: HTTP status and message.
+pub type Failure = (u16, String);
+
+/// Decodes an infer request body for `model`: JSON, or JSON followed by binary tensors when
+/// `header_length` (the `Inference-Header-Content-Length` header) is given. Every failure is a
+/// 400 naming what was wrong.
+pub fn decode(model: &ModelConfig, header_length: Option<&str>, body: &[u8]) -> Result<Decoded, Failure> {
     let (json_part, mut binary) = match header_length {
         Some(value) => {
             let n: usize = value.trim().parse().map_err(|_| bad(format!("{HEADER_LENGTH} '{value}' is not a byte count")))?;
@@ -226,6 +242,9 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
     let request: InferRequest = serde_json::from_slice(json_part).map_err(|e| bad(format!("invalid inference request: {e}")))?;
     let mut named = Vec::with_capacity(request.inputs.len());
     for input in &request.inputs {
+        if named.iter().any(|(n, _)| n == &input.name) {
+            return Err(bad(format!("input '{}' is given twice", input.name)));
+        }
         let declared = model.inputs.iter().find(|t| t.name == input.name).ok_or_else(|| {
             bad(format!(
                 "unknown input '{}'; model '{}' takes {:?}",
@@ -247,6 +266,12 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
         }
         let bytes_needed = spindle_tensor::byte_len(input.shape.iter().map(|&d| d as u64), ty)
             .ok_or_else(|| bad(format!("input '{}': shape {:?} is too large", input.name, input.shape)))?;
+        let dims = input
+            .shape
+            .iter()
+            .map(|&d| u32::try_from(d))
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(|_| bad(format!("input '{}': shape {:?} has a dimension over {}", input.name, input.shape, u32::MAX)))?;
         let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
         let data = match (binary_size, &input.data) {
             (Some(size), _) => {
@@ -272,7 +297,7 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
             (None, Some(data)) => json_data(&input.name, ty, &input.shape, data, bytes_needed)?,
             (None, None) => return Err(bad(format!("input '{}' has neither data nor binary_data_size", input.name))),
         };
-        named.push((input.name.clone(), Tensor::from_bytes(&input.shape.iter().map(|&d| d as u32).collect::<Vec<_>>(), ty, data)));
+        named.push((input.name.clone(), Tensor::from_bytes(&dims, ty, data)));
     }
     if !binary.is_empty() {
         return Err(bad(format!("{} bytes of binary data follow the inputs that no binary_data_size accounts for", binary.len())));
@@ -300,7 +325,11 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
             wanted
         }
     };
+    Ok(Decoded { id: request.id, inputs: named, outputs: wanted })
+}
 
+fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Result<Response, Failure> {
+    let Decoded { id, inputs: named, outputs: wanted } = decode(model, header_length.as_deref(), body)?;
     let session = Model::open(&model.name).map_err(|e| (500, e.to_string()))?;
     let inputs: Vec<(&str, Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     let outputs = session.run(&inputs).map_err(|e| match e.kind() {
@@ -323,7 +352,7 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
         }
     }
     let mut answer = json!({"model_name": model.name, "model_version": model.versions.first(), "outputs": output_json});
-    if let Some(id) = request.id {
+    if let Some(id) = id {
         answer["id"] = Value::String(id);
     }
     let header = answer.to_string().into_bytes();
@@ -451,6 +480,11 @@ mod tests {
                 "input 'x': shape [9223372036854775807, 2] is too large",
             ),
             (r#"{"inputs": []}"#, "missing input 'x'"),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+                               {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [3, 4]}]}"#,
+                "input 'x' is given twice",
+            ),
             (r#"{"inputs": "#, "invalid inference request"),
         ];
         for (body, message) in cases {
