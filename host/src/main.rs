@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use spindle::http::Server;
+use spindle::http::server::Timeouts;
 use spindle::manifest::Manifest;
 use spindle::nn::policy::{DeviceChoice, EngineChoice};
 use spindle::runtime::{App, ComponentCache, HostOptions, Limits};
@@ -10,6 +11,7 @@ use spindle::telemetry::admin::Admin;
 use spindle::telemetry::traces::LogFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Serverless WebAssembly inference functions, from a spin.toml.
 #[derive(Parser)]
@@ -80,6 +82,10 @@ enum Command {
         /// Connections open at once; more wait in the listen backlog until one closes.
         #[arg(long, default_value_t = spindle::http::server::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Connections the kernel queues while all --max-connections are taken (capped by
+        /// net.core.somaxconn); past it, clients' connection attempts are retried seconds later.
+        #[arg(long, value_name = "N", default_value_t = spindle::http::server::DEFAULT_LISTEN_BACKLOG)]
+        listen_backlog: u32,
         /// Largest response body a function may write, in bytes (larger is a 500).
         #[arg(long, default_value_t = 64 << 20)]
         max_response_bytes: usize,
@@ -92,6 +98,13 @@ enum Command {
         /// Seconds a connection may stay open with no request on it (HTTP/1.1 keep-alive and HTTP/2).
         #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         idle_timeout_s: u64,
+        /// Seconds a client may take to send a request's line and headers, from their first byte.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        header_timeout_s: u64,
+        /// Seconds a response write may make no progress (a client that stops reading) before the
+        /// connection is closed.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        send_timeout_s: u64,
         /// Seconds a client may take to send its request body (408 after).
         #[arg(long, default_value_t = 30)]
         body_timeout_s: u64,
@@ -264,11 +277,14 @@ fn main() -> Result<()> {
             max_model_bytes,
             max_guest_graph_bytes,
             max_connections,
+            listen_backlog,
             max_response_bytes,
             max_concurrent,
             max_queued,
             body_timeout_s,
             idle_timeout_s,
+            header_timeout_s,
+            send_timeout_s,
             cache_dir,
             no_cache,
             preload,
@@ -293,9 +309,9 @@ fn main() -> Result<()> {
             }
             let limits = Limits {
                 memory_bytes: (memory_limit_mib as usize) << 20,
-                timeout: std::time::Duration::from_millis(timeout_ms),
+                timeout: Duration::from_millis(timeout_ms),
                 max_body_bytes,
-                body_timeout: std::time::Duration::from_secs(body_timeout_s),
+                body_timeout: Duration::from_secs(body_timeout_s),
                 max_response_bytes,
                 max_concurrent,
                 max_queued,
@@ -336,10 +352,11 @@ fn main() -> Result<()> {
                     None => None,
                 };
                 let app = App::build(&manifest, &limits, &options)?;
-                let mut server = Server::bind(app, listen)
-                    .await?
-                    .max_connections(max_connections)
-                    .idle_timeout(std::time::Duration::from_secs(idle_timeout_s));
+                let mut server = Server::bind(app, listen, listen_backlog).await?.max_connections(max_connections).timeouts(Timeouts {
+                    idle: Duration::from_secs(idle_timeout_s),
+                    header: Duration::from_secs(header_timeout_s),
+                    send: Duration::from_secs(send_timeout_s),
+                });
                 if let Some(tls) = tls {
                     server = server.tls(tls);
                 }
@@ -368,7 +385,7 @@ fn main() -> Result<()> {
                 }
                 let live = server.live();
                 tokio::spawn(spindle::reload::on_sighup(live.clone()));
-                let serving = server.serve_until(shutdown_signal(), std::time::Duration::from_secs(shutdown_timeout_s));
+                let serving = server.serve_until(shutdown_signal(), Duration::from_secs(shutdown_timeout_s));
                 tokio::pin!(serving);
                 if preload {
                     // The listener is open: readiness answers 503 until everything is loaded.
@@ -392,7 +409,7 @@ fn main() -> Result<()> {
                 Ok(())
             });
             // A `--watch` build still running is not waited for.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            runtime.shutdown_timeout(Duration::from_secs(1));
             served
         }
     }

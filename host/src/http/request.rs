@@ -38,9 +38,10 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
     }
     let path = req.uri().path().to_owned();
     let grpc = grpc::is_call(&req);
+    let malformed = malformed(&req);
     // Routed before the span exists, so that it is made with its fields rather than filled in;
     // a gRPC call's route is known once its message is read.
-    let matched = if grpc { None } else { app.router().route(&path) };
+    let matched = if grpc || malformed.is_some() { None } else { app.router().route(&path) };
     let component = matched.as_ref().and_then(|m| app.component(m.component));
     let placement = component.map(|c| c.placement());
     let span = tracing::info_span!(
@@ -71,9 +72,14 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
         done: false,
     });
     let mut caller = Caller { client, span: &span, started, principal: None };
-    let mut response = match grpc {
-        true => grpc::serve(app, req, &mut caller).instrument(span.clone()).await,
-        false => answer(app, req, &path, matched, &mut caller).instrument(span.clone()).await.map(Either::Left),
+    let mut response = match (malformed, grpc) {
+        (Some(why), _) => {
+            let refused = json_error(StatusCode::BAD_REQUEST, why);
+            metrics::host_request_answered(refused.status(), started.elapsed());
+            refused.map(Either::Left)
+        }
+        (None, true) => grpc::serve(app, req, &mut caller).instrument(span.clone()).await,
+        (None, false) => answer(app, req, &path, matched, &mut caller).instrument(span.clone()).await.map(Either::Left),
     };
     let principal = caller.principal;
     if let Some(forwarded) = response.extensions_mut().remove::<grpc::Forwarded>()
@@ -98,6 +104,27 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
         pending.write(principal.as_deref(), status, &models, bytes_in, bytes_out, false);
     }
     response
+}
+
+/// Why a request's head is unfit to route, beyond what hyper refuses: a Host header missing from
+/// HTTP/1.1 (RFC 9112 §3.2), given twice, or not a `host[:port]`; or a `.` or `..` segment in
+/// the path (also percent-encoded), which a proxy in front would resolve to another route than
+/// the one the path names here.
+fn malformed<B>(req: &Request<B>) -> Option<String> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == http::Version::HTTP_11 => return Some("an HTTP/1.1 request needs a Host header".into()),
+        (None, _) => {}
+        (Some(_), Some(_)) => return Some("a request carries one Host header, not several".into()),
+        (Some(host), None) => {
+            if host.to_str().ok().and_then(|h| h.parse::<http::uri::Authority>().ok()).is_none() {
+                return Some(format!("the Host header {:?} is not a host[:port]", clip(&String::from_utf8_lossy(host.as_bytes()))));
+            }
+        }
+    }
+    let dot = |segment: &str| matches!(segment.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..");
+    let path = req.uri().path();
+    path.split('/').any(dot).then(|| format!("the path {} has a '.' or '..' segment: send the path it stands for", clip(path)))
 }
 
 /// What the audit line of a request in progress says, whatever happens to it.

@@ -10,17 +10,18 @@ use crate::telemetry::audit::AuditLog;
 use anyhow::{Context, Result, bail};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// While draining, how long a connection that has not sent a request yet gets to send one.
 const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(1);
@@ -31,9 +32,26 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection with no request open for this long is closed (HTTP/1.1 keep-alive and HTTP/2),
-/// unless [`Server::idle_timeout`] says otherwise.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection may wait on its client, each way.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// No request open on it (HTTP/1.1 keep-alive, HTTP/2), or nothing sent on it yet.
+    pub idle: Duration,
+    /// A request's line and headers, from their first byte (slowloris).
+    pub header: Duration,
+    /// A write of the response that makes no progress: a client that stops reading.
+    pub send: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { idle: Duration::from_secs(60), header: Duration::from_secs(30), send: Duration::from_secs(60) }
+    }
+}
+
+/// Connections the kernel queues while all `--max-connections` are taken (capped by
+/// `net.core.somaxconn`); past it, new clients' SYNs are dropped and retried seconds later.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 
 /// HTTP/2 pings to find dead peers, and how long a ping may go unanswered.
 const HTTP2_PING_EVERY: Duration = Duration::from_secs(20);
@@ -63,22 +81,23 @@ pub struct Server {
     live: Arc<LiveApp>,
     audit: Option<Arc<AuditLog>>,
     tls: Option<TlsAcceptor>,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
     listener: TcpListener,
     connections: Arc<Semaphore>,
     max_connections: usize,
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port; see [`Server::local_addr`]).
-    pub async fn bind(app: App, addr: SocketAddr) -> Result<Self> {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    /// Binds `addr` (port 0 picks a free port; see [`Server::local_addr`]) with a listen queue
+    /// of `backlog` connections.
+    pub async fn bind(app: App, addr: SocketAddr, backlog: u32) -> Result<Self> {
+        let listener = listen(addr, backlog).with_context(|| format!("binding {addr}"))?;
         let connections = Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS));
         Ok(Self {
             live: Arc::new(LiveApp::new(app)),
             audit: None,
             tls: None,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            timeouts: Timeouts::default(),
             listener,
             connections,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -92,9 +111,9 @@ impl Server {
         self
     }
 
-    /// Closes a connection once no request has been open on it for `after`.
-    pub fn idle_timeout(mut self, after: Duration) -> Self {
-        self.idle_timeout = after;
+    /// How long connections may wait on their clients.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
 
@@ -164,7 +183,7 @@ impl Server {
             let live = self.live.clone();
             let audit = self.audit.clone();
             let tls = self.tls.clone();
-            let idle_timeout = self.idle_timeout;
+            let timeouts = self.timeouts;
             let draining = draining.clone();
             tokio::spawn(async move {
                 let _open = open;
@@ -187,7 +206,7 @@ impl Server {
                         let mut first = [0u8; 1];
                         let mut stopping = draining.clone();
                         let arrived = tokio::select! {
-                            peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)) => matches!(peeked, Ok(Ok(1..))),
+                            peeked = tokio::time::timeout(timeouts.idle.min(timeouts.header), stream.peek(&mut first)) => matches!(peeked, Ok(Ok(1..))),
                             () = async {
                                 drop(stopping.wait_for(|d| *d).await);
                                 tokio::time::sleep(FIRST_REQUEST_WAIT).await;
@@ -196,16 +215,19 @@ impl Server {
                         if !arrived {
                             return tracing::debug!(%client, "closed: nothing sent in time");
                         }
-                        serve_connection(TokioIo::new(stream), None, service, draining, activity, idle_timeout).await
+                        let stream = SendDeadline::new(stream, timeouts.send);
+                        serve_connection(TokioIo::new(stream), None, service, draining, activity, timeouts).await
                     }
-                    Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            serve_connection(TokioIo::new(stream), Some(h2), service, draining, activity, idle_timeout).await
+                    Some(tls) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(SendDeadline::new(stream, timeouts.send))).await {
+                            Ok(Ok(stream)) => {
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                serve_connection(TokioIo::new(stream), Some(h2), service, draining, activity, timeouts).await
+                            }
+                            Ok(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
+                            Err(_) => return tracing::debug!(%client, "TLS handshake timed out"),
                         }
-                        Ok(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
-                        Err(_) => return tracing::debug!(%client, "TLS handshake timed out"),
-                    },
+                    }
                 };
                 if let Err(e) = closed {
                     tracing::debug!(%client, "connection closed: {e}");
@@ -273,7 +295,7 @@ impl Drop for OpenRequest {
 
 /// Serves one connection, HTTP/1.1 or HTTP/2 (`h2`: as TLS's ALPN chose; `None`: by the
 /// client's first bytes, HTTP/2 with prior knowledge), until it closes. A connection with no
-/// request open for `idle_timeout` is closed; once `draining` turns true, the requests in
+/// request open for `timeouts.idle` is closed; once `draining` turns true, the requests in
 /// flight finish and it closes.
 async fn serve_connection<I, S>(
     io: I,
@@ -281,7 +303,7 @@ async fn serve_connection<I, S>(
     service: S,
     mut draining: tokio::sync::watch::Receiver<bool>,
     activity: Arc<Activity>,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -296,7 +318,7 @@ where
         Some(false) => builder.http1_only(),
         None => builder,
     };
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(timeouts.header);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -307,7 +329,7 @@ where
     tokio::pin!(conn);
     let idle = async {
         loop {
-            let left = idle_timeout.saturating_sub(activity.idle_for());
+            let left = timeouts.idle.saturating_sub(activity.idle_for());
             if left.is_zero() {
                 return;
             }
@@ -333,6 +355,93 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+    }
+}
+
+/// A listening socket on `addr` with a queue of `backlog` connections (tokio's own `bind` asks
+/// for 128, which a burst of clients past `--max-connections` overflows).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// A connection's stream whose writes fail once one has made no progress for `limit`: a client
+/// that stops reading its response cannot hold the connection, its slot and the response's
+/// memory for longer (the idle timeout's graceful close waits for the write too).
+struct SendDeadline<S> {
+    stream: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> SendDeadline<S> {
+    fn new(stream: S, limit: Duration) -> Self {
+        Self { stream, limit, stalled: None }
+    }
+
+    /// After a write returned `Pending`: waits on the deadline, or fails once it passed.
+    fn stall<T>(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let deadline = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing of its response for {} s", limit.as_secs_f64()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(&mut self, polled: Poll<std::io::Result<T>>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Pending => self.stall(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for SendDeadline<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for SendDeadline<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.progressed(polled, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.progressed(polled, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.progressed(polled, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.progressed(polled, cx)
     }
 }
 

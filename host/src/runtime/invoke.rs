@@ -157,22 +157,39 @@ impl App {
         let request = request.map(|body| body.map_err(|never| match never {}).boxed_unsync());
         let (tx, rx) = futures::channel::oneshot::channel();
         let prepared = Prepared::new(store.as_context_mut(), &proxy, request, InstanceState::http, tx)?;
-        let response = store
-            .run_concurrent(async |accessor| -> Result<Response<Full<Bytes>>> {
-                let (ran, response) = futures::join!(prepared.run(accessor, std::future::pending::<()>()), async {
-                    let response = rx.await.context("the guest returned no response")??;
-                    let (parts, body) = response.into_parts();
-                    let limit = component.limits.max_response_bytes;
-                    let body = Limited::new(body, limit).collect().await.map_err(|e| match e.downcast::<LengthLimitError>() {
-                        Ok(_) => anyhow::anyhow!("its response body exceeds the {limit}-byte limit"),
-                        Err(e) => anyhow::anyhow!("reading the guest's response body: {e:?}"),
-                    })?;
-                    anyhow::Ok(Response::from_parts(parts, Full::new(body.to_bytes())))
-                });
-                ran?;
-                response
-            })
-            .await??;
+        // The response body is collected *outside* `run_concurrent`. A WASIp2 guest blocks in
+        // `async` host calls (`blocking-write-and-flush`, `pollable.block`, ...) that keep
+        // exclusive hold of the store; while one is pending, the event loop does not poll the
+        // closure passed to `run_concurrent`, so a collector inside it never drains the body's
+        // two-chunk channel and the guest's write waits for it forever. Out here the collector
+        // is polled whenever the store's future is pending (as in `wasmtime serve`, where hyper
+        // reads the body on another task). The event loop is kept running until the body is
+        // collected, since it is what pumps a WASIp3 guest's body stream.
+        let (collected_tx, collected_rx) = futures::channel::oneshot::channel::<()>();
+        let run = async {
+            store
+                .run_concurrent(async |accessor| -> Result<()> {
+                    prepared.run(accessor, std::future::pending::<()>()).await?;
+                    _ = collected_rx.await;
+                    Ok(())
+                })
+                .await??;
+            anyhow::Ok(())
+        };
+        let collect = async {
+            let _collected = collected_tx;
+            let response = rx.await.context("the guest returned no response")??;
+            let (parts, body) = response.into_parts();
+            let limit = component.limits.max_response_bytes;
+            let body = Limited::new(body, limit).collect().await.map_err(|e| match e.downcast::<LengthLimitError>() {
+                Ok(_) => anyhow::anyhow!("its response body exceeds the {limit}-byte limit"),
+                Err(e) => anyhow::anyhow!("reading the guest's response body: {e:?}"),
+            })?;
+            anyhow::Ok(Response::from_parts(parts, Full::new(body.to_bytes())))
+        };
+        // Either failing ends both: a guest that traps mid-body leaves its body's sender in the
+        // store, so waiting for the body then would wait for the deadline.
+        let ((), response) = futures::try_join!(run, collect)?;
         let mut response = response;
         response.extensions_mut().insert(LoadedModels(store.data().nn.loaded_models().to_vec()));
         Ok(response)
