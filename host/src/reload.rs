@@ -145,7 +145,7 @@ fn app_snapshot(manifest_path: &Path, manifest: Option<&Manifest>) -> Snapshot {
         files.insert(path.clone(), stamp(&path));
     }
     for component in manifest.app.component.values() {
-        let source = manifest.resolve(&component.source);
+        let source = manifest.resolve(component.source.path());
         files.insert(source.clone(), stamp(&source));
         for mount in &component.files {
             match mount {

@@ -1,25 +1,29 @@
 //! `spin.toml` (manifest version 2): its types, strict parsing, and every check the manifest
 //! alone can fail, each with its error text.
 //!
-//! Every table denies unknown keys, so a typo is an error that names the file, line and key.
-//! Spindle's own settings live under `[component.NAME.tool.spindle]`, which Spin ignores, so the
-//! same file stays valid for `spin up`. Cross-field checks (trigger → component, routes, mounts'
-//! destinations, Spindle settings) run after parsing ([`validate`]); the route table they build is
-//! kept in the [`Manifest`] and is what the server routes with ([`routes`]).
+//! Every table denies unknown keys, so a typo is an error that names the file, line and key;
+//! every key Spin defines is declared, and those Spindle does not implement are refused by name.
+//! Spindle's own settings live under `[component.NAME.tool.spindle]`, which Spin ignores.
+//! Cross-field checks (trigger → component, routes, mounts' destinations, Spindle settings, what
+//! is not supported) run after parsing ([`validate`]); the route table they build is kept in the
+//! [`Manifest`] and is what the server routes with ([`routes`]). Then Spin's variables are
+//! resolved ([`variables`]).
 //!
-//! This crate reads files and nothing else: checks that need the file system beyond the
-//! manifest itself (a component's `.wasm` exists, a mount's globs match) run when the app is
-//! built, by the host's runtime.
+//! This crate reads files and the `SPIN_VARIABLE_*` environment, nothing else: checks that need
+//! the file system beyond the manifest itself (a component's `.wasm` exists, a mount's globs
+//! match) run when the app is built, by the host's runtime.
 
 mod id;
 pub mod routes;
 mod types;
 mod validate;
+pub mod variables;
 
 pub use id::{ComponentId, InvalidComponentId};
 pub use routes::{RouteError, RouteMatch, Router};
 pub use types::*;
 pub use validate::Invalid;
+pub use variables::ComponentVariables;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,8 @@ pub struct Manifest {
     pub spindle: BTreeMap<ComponentId, SpindleSettings>,
     /// The routes of `[[trigger.http]]`, validated.
     pub router: Router,
+    /// Each component's `variables`, resolved.
+    pub variables: ComponentVariables,
 }
 
 /// Why a manifest was refused.
@@ -69,17 +75,35 @@ impl Manifest {
         Self::parse(path, &text)
     }
 
-    /// Parses and validates manifest text; `path` names the file in errors and anchors relative paths.
+    /// Parses and validates manifest text; `path` names the file in errors and anchors relative
+    /// paths. Variables come from this process's `SPIN_VARIABLE_*` environment variables.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        Self::parse_with(path, text, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Manifest::parse`], with the environment variables `env` gives.
+    pub fn parse_with(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ManifestError> {
         let invalid = |reason: Invalid| ManifestError::Invalid { path: path.to_owned(), reason };
-        let app: AppManifest = toml::from_str(text).map_err(|e| invalid(Invalid::Syntax(e.to_string().trim_end().to_owned())))?;
+        let mut app: AppManifest = toml::from_str(text).map_err(|e| {
+            // A version 1 manifest fails on its first table; say what it is instead.
+            let v1 = toml::from_str::<toml::Table>(text)
+                .is_ok_and(|t| t.contains_key("spin_version") || t.get("spin_manifest_version").is_some_and(toml::Value::is_str));
+            invalid(match v1 {
+                true => Invalid::Unsupported {
+                    field: "spin_manifest_version".into(),
+                    why: "this is a version 1 manifest; `spin doctor` upgrades it to version 2".into(),
+                },
+                false => Invalid::Syntax(e.to_string().trim_end().to_owned()),
+            })
+        })?;
         let dir = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let dir = dir.canonicalize().unwrap_or(dir);
         let validate::Validated { settings, spindle, router } = validate::validate(&app, &dir).map_err(invalid)?;
-        Ok(Self { path: path.to_owned(), dir, app, settings, spindle, router })
+        let variables = variables::resolve(&mut app, env).map_err(invalid)?;
+        Ok(Self { path: path.to_owned(), dir, app, settings, spindle, router, variables })
     }
 
     /// Resolves a manifest-relative path.
@@ -136,5 +160,78 @@ mod tests {
         let manifest = Manifest::parse(Path::new("x/spin.toml"), text).expect("valid");
         let a = ComponentId::parse("a").unwrap();
         assert_eq!(manifest.spindle[&a].memory_limit_mib, Some(64));
+    }
+
+    /// Each `tests/manifests/spin/NAME.toml`, in the shape of Spin's own templates and samples,
+    /// says on its first line what Spindle does with it: `# expect: ok`, or `# expect:
+    /// unsupported FIELD`; a `# env: NAME=VALUE` line gives it environment variables.
+    #[test]
+    fn spin_shaped_manifests_are_read_or_refused_by_field() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/manifests/spin");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("tests/manifests/spin") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("readable");
+            let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("an # expect: line");
+            let env: BTreeMap<String, String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# env: "))
+                .filter_map(|l| l.split_whitespace().next()?.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let parsed = Manifest::parse_with(&path, &text, &|name| env.get(name).cloned());
+            match (expect, parsed) {
+                ("ok", Ok(_)) => {}
+                ("ok", Err(e)) => panic!("{}: {e}", path.display()),
+                (unsupported, Ok(_)) => panic!("{}: read, but expected {unsupported}", path.display()),
+                (unsupported, Err(e)) => {
+                    let field = unsupported.strip_prefix("unsupported ").expect("ok or unsupported FIELD");
+                    assert!(e.to_string().contains(&format!("{field}: not supported by Spindle (")), "{}: {e}", path.display());
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} manifests");
+    }
+
+    #[test]
+    fn variables_come_from_the_environment_or_their_default() {
+        let text = r#"
+spin_manifest_version = 2
+[application]
+name = "v"
+[variables]
+api_host = { default = "api.example.com" }
+api_token = { required = true, secret = true }
+optional_host = { default = "" }
+[[trigger.http]]
+route = "/..."
+component = "app"
+[component.app]
+source = "app.wasm"
+variables = { endpoint = "https://{{ api_host }}/v1", token = "{{ api_token }}" }
+allowed_outbound_hosts = ["https://{{ api_host }}", "https://{{ optional_host }}"]
+environment = { LITERAL = "{{ api_host }}" }
+"#;
+        let path = Path::new("/app/spin.toml");
+        let missing = Manifest::parse_with(path, text, &|_| None).unwrap_err().to_string();
+        assert!(missing.contains("variable 'api_token' is required: set SPIN_VARIABLE_API_TOKEN"), "{missing}");
+        let env = |name: &str| match name {
+            "SPIN_VARIABLE_API_TOKEN" => Some("s3cret".to_owned()),
+            "SPIN_VARIABLE_API_HOST" => Some("eu.example.com".to_owned()),
+            _ => None,
+        };
+        let manifest = Manifest::parse_with(path, text, &env).unwrap();
+        let id = ComponentId::parse("app").unwrap();
+        let vars = manifest.variables.of(&id).unwrap();
+        assert_eq!(vars["endpoint"], "https://eu.example.com/v1");
+        assert_eq!(vars["token"], "s3cret");
+        let component = &manifest.app.component[&id];
+        assert_eq!(component.allowed_outbound_hosts, ["https://eu.example.com"], "the empty one is dropped");
+        assert_eq!(component.environment["LITERAL"], "{{ api_host }}", "environment is literal, as in Spin");
+        assert!(!format!("{manifest:?}").contains("s3cret"), "values stay out of Debug");
+        let undeclared = text.replace("{{ api_host }}/v1", "{{ other }}/v1");
+        let e = Manifest::parse_with(path, &undeclared, &env).unwrap_err().to_string();
+        assert!(e.contains("component.app.variables.endpoint: 'other' is not declared in [variables]"), "{e}");
     }
 }

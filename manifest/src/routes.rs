@@ -51,8 +51,8 @@ impl Router {
     pub fn build(app: &AppManifest) -> Result<Self, RouteError> {
         let mut router = Router::default();
         for trigger in &app.trigger.http {
-            let RouteSpec::Path(route) = &trigger.route else { continue };
-            router.add(route, trigger.component.clone())?;
+            let (RouteSpec::Path(route), Some(component)) = (&trigger.route, trigger.component_id()) else { continue };
+            router.add(route, component.clone())?;
         }
         router.wildcards.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(router)

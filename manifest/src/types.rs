@@ -1,7 +1,9 @@
 //! The manifest's tables as serde types: what `spin.toml` may say, and nothing else.
 //!
-//! Every table denies unknown keys. Fields Spindle reads are documented with what it does with
-//! them; fields Spin defines that Spindle only accepts are kept so the same file works with both.
+//! Every table denies unknown keys, and declares every key Spin's manifest v2 defines, so that a
+//! Spin manifest never meets "unknown field". Fields Spindle reads are documented with what it
+//! does with them; those it only accepts change nothing at run time; those it does not support
+//! are refused after parsing, naming the field ([`crate::validate`]).
 
 use crate::ComponentId;
 use serde::Deserialize;
@@ -15,9 +17,10 @@ pub struct AppManifest {
     pub spin_manifest_version: u32,
     /// `[application]`.
     pub application: Application,
-    /// `[variables]`: accepted, not yet provided to components.
+    /// `[variables]`: the app's variables, which component `variables` and
+    /// `allowed_outbound_hosts` may name in `{{ name }}` templates.
     #[serde(default)]
-    pub variables: BTreeMap<String, toml::Table>,
+    pub variables: BTreeMap<String, Variable>,
     /// `[[trigger.http]]` and friends.
     #[serde(default)]
     pub trigger: Triggers,
@@ -41,21 +44,44 @@ pub struct Application {
     /// Its authors.
     #[serde(default)]
     pub authors: Vec<String>,
-    /// Spin's deployment targets: accepted, unused.
+    /// Spin's deployment targets (a catalogue name, `{ url }` or `{ path }`): accepted, unused.
     #[serde(default)]
-    pub targets: Vec<String>,
+    pub targets: Vec<toml::Value>,
+    /// App-wide settings per trigger type: for HTTP only the deprecated `base = "/"`.
+    #[serde(default)]
+    pub trigger: BTreeMap<String, toml::Table>,
     /// Other tools' settings: ignored.
     #[serde(default)]
     pub tool: BTreeMap<String, toml::Table>,
 }
 
-/// `[trigger]`: only HTTP triggers.
-#[derive(Debug, Default, Deserialize)]
+/// `[variables]` entry: exactly one of `required = true` or a `default`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Variable {
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A value must come from `SPIN_VARIABLE_NAME`, or the app does not start.
+    #[serde(default)]
+    pub required: bool,
+    /// The value when `SPIN_VARIABLE_NAME` is not set.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Never logged.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// `[trigger]`: HTTP triggers; any other type is refused by name.
+#[derive(Debug, Default, Deserialize)]
 pub struct Triggers {
     /// `[[trigger.http]]`.
     #[serde(default)]
     pub http: Vec<HttpTrigger>,
+    /// `[[trigger.redis]]` and other types.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, toml::Value>,
 }
 
 /// One `[[trigger.http]]`: a route to a component.
@@ -67,11 +93,60 @@ pub struct HttpTrigger {
     pub id: Option<String>,
     /// The route, or `{ private = true }`.
     pub route: RouteSpec,
-    /// The component it runs.
-    pub component: ComponentId,
-    /// Only Spin's own executor is supported.
+    /// The component it runs: an id, or (refused) a component written inline. Spin lets a
+    /// `static_response` stand in for it; Spindle refuses both then.
+    #[serde(default)]
+    pub component: Option<ComponentRef>,
+    /// Spin's HTTP executor (`http`, or its alias `spin`); `wagi` is refused.
     #[serde(default)]
     pub executor: Option<Executor>,
+    /// Spin's trigger-specific extra components: refused.
+    #[serde(default)]
+    pub components: Option<toml::Value>,
+    /// Spin's HTTP middleware (`dependencies.middleware`): refused.
+    #[serde(default)]
+    pub dependencies: Option<toml::Value>,
+    /// An answer Spin's host writes without a component: refused.
+    #[serde(default)]
+    pub static_response: Option<toml::Value>,
+}
+
+impl HttpTrigger {
+    /// The id of the component it runs, when it names one.
+    pub fn component_id(&self) -> Option<&ComponentId> {
+        self.component.as_ref().and_then(ComponentRef::id)
+    }
+}
+
+/// A trigger's `component`.
+#[derive(Debug)]
+pub enum ComponentRef {
+    /// `component = "id"`.
+    Id(ComponentId),
+    /// `component = { source = "…", … }`, a component written inline.
+    Inline(toml::Table),
+}
+
+/// An id with its own error when it is not one, rather than "no variant matched".
+impl<'de> Deserialize<'de> for ComponentRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::String(id) => ComponentId::parse(&id).map(ComponentRef::Id).map_err(D::Error::custom),
+            toml::Value::Table(table) => Ok(ComponentRef::Inline(table)),
+            other => Err(D::Error::custom(format!("expected a component id or a table, found {}", other.type_str()))),
+        }
+    }
+}
+
+impl ComponentRef {
+    /// The component's id; `None` for one written inline (refused when validated).
+    pub fn id(&self) -> Option<&ComponentId> {
+        match self {
+            ComponentRef::Id(id) => Some(id),
+            ComponentRef::Inline(_) => None,
+        }
+    }
 }
 
 /// A trigger's `route`.
@@ -96,16 +171,26 @@ pub struct PrivateRoute {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
 pub enum Executor {
-    /// `{ type = "spin" }`: the component exports a `wasi:http` handler.
-    Spin,
+    /// `{ type = "http" }`: the component exports a `wasi:http` handler.
+    #[serde(alias = "spin")]
+    Http,
+    /// `{ type = "wagi" }`: a CGI-style command (refused).
+    Wagi {
+        /// The command line.
+        #[serde(default)]
+        argv: Option<String>,
+        /// The function to call (deprecated in Spin).
+        #[serde(default)]
+        entrypoint: Option<String>,
+    },
 }
 
 /// `[component.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
-    /// The component's `.wasm`, relative to the manifest.
-    pub source: String,
+    /// The component's `.wasm`, relative to the manifest (a URL or registry package is refused).
+    pub source: Source,
     /// A description.
     #[serde(default)]
     pub description: String,
@@ -115,9 +200,38 @@ pub struct Component {
     /// Globs of files under `files` not to mount.
     #[serde(default)]
     pub exclude_files: Vec<String>,
-    /// Where it may send HTTP requests.
+    /// Where it may send HTTP requests; entries may hold `{{ variable }}` templates, resolved
+    /// when the manifest is loaded.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// Spin's deprecated form of `allowed_outbound_hosts`: refused, naming the replacement.
+    #[serde(default)]
+    pub allowed_http_hosts: Vec<String>,
+    /// Its variables: `{{ variable }}` templates over the app's `[variables]`, resolved when the
+    /// manifest is loaded.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Spin's key-value stores: refused unless empty.
+    #[serde(default)]
+    pub key_value_stores: Vec<String>,
+    /// Spin's SQLite databases: refused unless empty.
+    #[serde(default)]
+    pub sqlite_databases: Vec<String>,
+    /// Spin's LLM models: refused unless empty (Spindle serves models through `wasi:nn`).
+    #[serde(default)]
+    pub ai_models: Vec<String>,
+    /// Components composed into this one: refused unless empty.
+    #[serde(default)]
+    pub dependencies: BTreeMap<String, toml::Value>,
+    /// Whether dependencies get this component's grants: inert without dependencies.
+    #[serde(default)]
+    pub dependencies_inherit_configuration: Option<bool>,
+    /// Spin's deployment targets: accepted, unused.
+    #[serde(default)]
+    pub targets: Option<Vec<toml::Value>>,
+    /// Variants used by `spin up --profile NAME`: accepted, unused.
+    #[serde(default)]
+    pub profile: BTreeMap<String, toml::Table>,
     /// Its environment variables.
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
@@ -127,6 +241,26 @@ pub struct Component {
     /// Tools' own settings; Spindle reads `tool.spindle` ([`SpindleSettings`]).
     #[serde(default)]
     pub tool: BTreeMap<String, toml::Table>,
+}
+
+/// A component's `source`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Source {
+    /// A file, relative to the manifest.
+    Path(String),
+    /// `{ url, digest }` or `{ package, version, registry }`: refused.
+    Remote(toml::Table),
+}
+
+impl Source {
+    /// The file, relative to the manifest; `""` for a remote source (refused when validated).
+    pub fn path(&self) -> &str {
+        match self {
+            Source::Path(path) => path,
+            Source::Remote(_) => "",
+        }
+    }
 }
 
 /// An entry of `files`.

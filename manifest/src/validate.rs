@@ -1,7 +1,9 @@
 //! The checks that span fields, run once the tables have parsed; each failure is an [`Invalid`]
 //! whose text names the table and says what was expected.
 
-use crate::{AppManifest, AppSettings, ComponentId, FileMount, RouteError, Router, SpindleSettings};
+use crate::{
+    AppManifest, AppSettings, ComponentId, ComponentRef, Executor, FileMount, RouteError, RouteSpec, Router, Source, SpindleSettings,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -16,6 +18,17 @@ pub enum Invalid {
     /// `spin_manifest_version` is not 2.
     #[error("spin_manifest_version must be 2, found {0}")]
     Version(u32),
+    /// A field of Spin's manifest that Spindle does not implement.
+    #[error("{field}: not supported by Spindle ({why})")]
+    Unsupported {
+        /// Where it is, as `component.NAME.key_value_stores`.
+        field: String,
+        /// Why, and what to do instead.
+        why: String,
+    },
+    /// A variable or a `{{ name }}` template that cannot be resolved.
+    #[error("{0}")]
+    Variable(String),
     /// A trigger names a component the manifest does not define.
     #[error("trigger.http[{index}] names component '{component}', which is not defined (defined: {defined})")]
     UndefinedComponent {
@@ -62,6 +75,66 @@ pub enum Invalid {
     Route(#[from] RouteError),
 }
 
+/// Refuses, by name, the fields of Spin's manifest that Spindle does not implement.
+fn unsupported(app: &AppManifest) -> Result<(), Invalid> {
+    let refuse = |field: String, why: &str| Err(Invalid::Unsupported { field, why: why.to_owned() });
+    if let Some(kind) = app.trigger.other.keys().next() {
+        return refuse(format!("trigger.{kind}"), "Spindle serves HTTP triggers only");
+    }
+    for (kind, settings) in &app.application.trigger {
+        let base_is_root = settings.get("base").and_then(toml::Value::as_str) == Some("/");
+        if kind != "http" || settings.len() != 1 || !base_is_root {
+            return refuse(format!("application.trigger.{kind}"), "only [application.trigger.http] base = \"/\" is accepted");
+        }
+    }
+    for (index, trigger) in app.trigger.http.iter().enumerate() {
+        let field = |name: &str| format!("trigger.http[{index}].{name}");
+        if let Some(ComponentRef::Inline(_)) = trigger.component {
+            return refuse(field("component"), "write the component as [component.NAME] and name it here");
+        }
+        if let Some(Executor::Wagi { .. }) = trigger.executor {
+            return refuse(field("executor"), "WAGI components are not run; use the http executor");
+        }
+        for (name, present) in [
+            ("components", trigger.components.is_some()),
+            ("dependencies", trigger.dependencies.is_some()),
+            ("static_response", trigger.static_response.is_some()),
+        ] {
+            if present {
+                return refuse(field(name), "answers come from the trigger's component alone");
+            }
+        }
+        if let RouteSpec::Path(route) = &trigger.route
+            && route.split('/').any(|segment| segment.starts_with(':') || segment == "*")
+        {
+            return refuse(field("route"), "routes are exact or end in /...; ':name' and '*' segments are not matched");
+        }
+    }
+    for (id, component) in &app.component {
+        let field = |name: &str| format!("component.{id}.{name}");
+        if let Source::Remote(_) = component.source {
+            return refuse(field("source"), "download the component and set source to the local .wasm file");
+        }
+        if !component.allowed_http_hosts.is_empty() {
+            return refuse(field("allowed_http_hosts"), "deprecated by Spin: list \"https://HOST\" entries in allowed_outbound_hosts");
+        }
+        if let Some(host) = component.allowed_outbound_hosts.iter().find(|h| h.contains(".spin.internal") || h.contains("://self")) {
+            return refuse(field("allowed_outbound_hosts"), &format!("'{host}': service chaining to other components is not provided"));
+        }
+        for (name, granted, why) in [
+            ("key_value_stores", !component.key_value_stores.is_empty(), "no key-value stores are provided"),
+            ("sqlite_databases", !component.sqlite_databases.is_empty(), "no SQLite databases are provided"),
+            ("ai_models", !component.ai_models.is_empty(), "models are served through wasi:nn: mount the ONNX file in files"),
+            ("dependencies", !component.dependencies.is_empty(), "components are not composed; build the dependency into the component"),
+        ] {
+            if granted {
+                return refuse(field(name), why);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `namespace:package/interface` or `namespace:package/*`, without a version.
 fn is_interface_pattern(pattern: &str) -> bool {
     let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
@@ -87,11 +160,15 @@ pub(super) fn validate(app: &AppManifest, dir: &Path) -> Result<Validated, Inval
     if app.spin_manifest_version != 2 {
         return Err(Invalid::Version(app.spin_manifest_version));
     }
+    unsupported(app)?;
     for (index, trigger) in app.trigger.http.iter().enumerate() {
-        if !app.component.contains_key(&trigger.component) {
+        let Some(component) = trigger.component_id() else {
+            return Err(Invalid::Syntax(format!("trigger.http[{index}]: missing field `component`")));
+        };
+        if !app.component.contains_key(component) {
             return Err(Invalid::UndefinedComponent {
                 index,
-                component: trigger.component.clone(),
+                component: component.clone(),
                 defined: app.component.keys().map(ComponentId::as_str).collect::<Vec<_>>().join(", "),
             });
         }

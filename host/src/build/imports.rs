@@ -30,6 +30,7 @@ pub const GRANTED: &[&str] = &[
     "wasi:filesystem/*",
     "wasi:http/types",
     "wasi:nn/*",
+    "spin:variables/variables",
 ];
 
 /// Granted by a non-empty `allowed_outbound_hosts`.
@@ -47,7 +48,7 @@ fn granted(import: &str, patterns: &[impl AsRef<str>]) -> bool {
 /// The imports of component `id`'s `.wasm` that it is not granted.
 pub fn ungranted(manifest: &Manifest, id: &ComponentId) -> Result<Vec<String>> {
     let component = &manifest.app.component[id];
-    let path = manifest.resolve(&component.source);
+    let path = manifest.resolve(component.source.path());
     let bytes = std::fs::read(&path).with_context(|| format!("component '{id}': reading {}", path.display()))?;
     let imports =
         super::portable::imports(&bytes).with_context(|| format!("component '{id}': reading the imports of {}", path.display()))?;

@@ -56,7 +56,7 @@ pub fn build(manifest: &crate::manifest::Manifest) -> Result<PathBuf> {
     })?;
     let mut text: toml::Table = toml::from_str(&std::fs::read_to_string(&manifest.path)?)?;
     for (id, component) in &manifest.app.component {
-        let source = manifest.resolve(&component.source);
+        let source = manifest.resolve(component.source.path());
         let wasm = std::fs::read(&source).with_context(|| format!("component '{id}': reading {}", source.display()))?;
         if !imports(&wasm)?.iter().any(|i| is_wasi_nn(i)) {
             continue;
@@ -67,7 +67,8 @@ pub fn build(manifest: &crate::manifest::Manifest) -> Result<PathBuf> {
         eprintln!("Composed {id}: {} ({} bytes), imports: WASI and wasi:http only", target.display(), composed.len());
         let entry =
             text.get_mut("component").and_then(|c| c.get_mut(id.as_str())).and_then(|c| c.as_table_mut()).context("manifest layout")?;
-        entry.insert("source".into(), toml::Value::String(portable_path(Path::new(&component.source)).to_string_lossy().into_owned()));
+        entry
+            .insert("source".into(), toml::Value::String(portable_path(Path::new(component.source.path())).to_string_lossy().into_owned()));
         entry.remove("build");
     }
     let out = manifest.path.with_file_name("spin.portable.toml");

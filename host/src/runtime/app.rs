@@ -131,7 +131,7 @@ impl App {
     ) -> Result<Self> {
         let mut components = HashMap::new();
         for (id, component) in &manifest.app.component {
-            let source = manifest.resolve(&component.source);
+            let source = manifest.resolve(component.source.path());
             if !source.is_file() {
                 bail!(
                     "component '{id}': source {} does not exist; build it first (`spindle build`, or `spindle up --build`)",
@@ -164,6 +164,7 @@ impl App {
                 OutboundPolicy::new(&component.allowed_outbound_hosts),
                 limits,
             );
+            loaded.variables = std::sync::Arc::new(manifest.variables.of(id).cloned().unwrap_or_default());
             if let Some(source) = &settings.access {
                 loaded.access = Some(Tokens::load(manifest, source).with_context(|| format!("component '{id}': access"))?);
             }
@@ -295,6 +296,7 @@ impl App {
             outbound: component.outbound.clone(),
             nn: NnCtx::new(component.nn.clone(), deadline),
             limits: InstanceLimiter::new(&component.limits),
+            variables: component.variables.clone(),
         };
         let mut store = Store::new(&self.compiler.wasm_engine, state);
         store.limiter(|s| &mut s.limits);

@@ -34,6 +34,8 @@ pub struct LoadedComponent {
     /// Its `wasi:nn`: named models, placement, limits.
     pub nn: Arc<ComponentNn>,
     pub(super) environment: Vec<(String, String)>,
+    /// Its `variables`, resolved.
+    pub(super) variables: super::variables::Values,
     pub(super) outbound: OutboundPolicy,
     /// Its limits, the host's with its own settings applied.
     pub limits: Limits,
@@ -66,6 +68,7 @@ impl LoadedComponent {
             mounts,
             nn: Arc::new(nn),
             environment,
+            variables: Default::default(),
             outbound,
             limits,
             admission,
@@ -157,14 +160,15 @@ impl Compiler {
     }
 }
 
-/// The imports every component may use: WASI (p2 and p3), `wasi:http`, and `wasi:nn` unless
-/// the host runs without it.
+/// The imports every component may use: WASI (p2 and p3), `wasi:http`, Spin's variables, and
+/// `wasi:nn` unless the host runs without it.
 pub(super) fn linker(wasm_engine: &Engine, wasi_nn: bool) -> Result<Linker<InstanceState>> {
     let mut linker = Linker::new(wasm_engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    super::variables::add_to_linker(&mut linker)?;
     if wasi_nn {
         crate::nn::add_to_linker(&mut linker, InstanceState::nn)?;
     }

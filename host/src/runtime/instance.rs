@@ -16,6 +16,7 @@ pub struct InstanceState {
     pub(super) outbound: OutboundPolicy,
     pub(super) nn: NnCtx,
     pub(super) limits: InstanceLimiter,
+    pub(super) variables: super::variables::Values,
 }
 
 impl InstanceState {

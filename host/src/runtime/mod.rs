@@ -23,6 +23,7 @@ mod live;
 pub mod mounts;
 mod options;
 pub mod outbound;
+mod variables;
 
 pub use app::App;
 pub use cache::ComponentCache;
