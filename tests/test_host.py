@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -117,6 +118,84 @@ def test_the_build_refuses_a_component_that_imports_what_it_is_not_granted(tmp_p
         assert "component 'a' imports an interface that it is not granted: wasi:http/client@0.3.0" in run.stderr
         assert "[component.a.tool.spindle] imports" in run.stderr
 
+
+
+def test_the_build_says_where_it_is_and_how_long_each_component_took(tmp_path):
+    hello = ROOT / "target" / "wasm32-wasip2" / "release" / "hello.wasm"
+    manifest = tmp_path / "spin.toml"
+    manifest.write_text('spin_manifest_version = 2\n[application]\nname = "x"\n[[trigger.http]]\nroute = "/..."\ncomponent = "a"\n'
+                        + "".join(f'[component.{c}]\nsource = "{hello}"\n[component.{c}.build]\ncommand = ["sleep 0.2", "true"]\n'
+                                  for c in "abc")
+                        + f'[component.d]\nsource = "{hello}"\n')
+    run = subprocess.run([str(SPINDLE), "build", "-f", str(manifest)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("Building component a in ") == 2, "each command announced"
+    built = re.findall(r"^\[(\d+)/(\d+)\] Built component (\S+) in [\d.]+ s \(total ", run.stderr, re.M)
+    assert built == [("1", "3", "a"), ("2", "3", "b"), ("3", "3", "c")], run.stderr
+    assert re.search(r"^Finished building 3 components in [\d.]+ s; their imports are granted$", run.stderr, re.M)
+
+
+VARIABLES_MANIFEST = """spin_manifest_version = 2
+[application]
+name = "variables"
+[variables]
+api_host = {{ default = "api.example.com" }}
+api_token = {{ required = true, secret = true }}
+[[trigger.http]]
+route = "/..."
+component = "reader"
+[component.reader]
+source = "{hostile}"
+environment = {{ MODE = "variables", LITERAL = "{{{{ api_host }}}}" }}
+allowed_outbound_hosts = ["https://{{{{ api_host }}}}"]
+[component.reader.variables]
+endpoint = "https://{{{{ api_host }}}}/v1"
+token = "{{{{ api_token }}}}"
+"""
+
+
+def test_variables_resolve_from_spin_variable_environment_and_reach_the_guest(tmp_path):
+    """Spin's variables: app [variables] from SPIN_VARIABLE_* or their default, component
+    variables as templates over them, read by the guest through spin-sdk's variables::get."""
+    manifest = tmp_path / "spin.toml"
+    manifest.write_text(VARIABLES_MANIFEST.format(hostile=ROOT / "target" / "wasm32-wasip2" / "release" / "hostile.wasm"))
+    base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("SPIN_VARIABLE_")}
+    missing = subprocess.run([str(SPINDLE), "up", "-f", str(manifest), "--listen", "127.0.0.1:0", "--admin-listen", "none"],
+                             capture_output=True, text=True, timeout=60, env=base)
+    assert missing.returncode != 0
+    assert "variable 'api_token' is required: set SPIN_VARIABLE_API_TOKEN in the environment" in missing.stderr
+
+    env = {**base, "NO_COLOR": "1", "RUST_LOG": "spindle=info", "SPIN_VARIABLE_API_TOKEN": "s3cret",
+           "SPIN_VARIABLE_API_HOST": "eu.example.com"}
+    server = Spindle(manifest, "--no-cache", env=env)
+    try:
+        r = requests.get(f"{server.url}/?endpoint,token,api_host", timeout=30)
+        assert r.status_code == 200, r.text
+        lines = r.text.splitlines()
+        assert lines[0] == "endpoint=https://eu.example.com/v1"
+        assert lines[1] == "token=s3cret"
+        # Only the component's own variables: app variables are reached through them.
+        assert lines[2].startswith("api_host: ") and "undefined" in lines[2].lower(), lines[2]
+        assert "s3cret" not in server.stderr
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("extra, field", [
+    ('key_value_stores = ["default"]', "component.a.key_value_stores"),
+    ('ai_models = ["llama2-chat"]', "component.a.ai_models"),
+    ('dependencies = {{ "x:y" = "1.0.0" }}', "component.a.dependencies"),
+])
+def test_a_spin_field_spindle_does_not_implement_is_refused_by_name_at_start(tmp_path, extra, field):
+    manifest = tmp_path / "spin.toml"
+    manifest.write_text('spin_manifest_version = 2\n[application]\nname = "x"\n'
+                        '[[trigger.http]]\nroute = "/..."\ncomponent = "a"\n[component.a]\nsource = "a.wasm"\n'
+                        + extra.replace("{{", "{").replace("}}", "}") + "\n")
+    run = subprocess.run([str(SPINDLE), "up", "-f", str(manifest), "--listen", "127.0.0.1:0", "--admin-listen", "none"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert f"{field}: not supported by Spindle (" in run.stderr, run.stderr
+    assert "unknown field" not in run.stderr
 
 
 def wait_for(predicate, seconds=5.0):
