@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 ONNX_TO_OIP = {1: "FP32", 2: "UINT8", 3: "INT8", 5: "INT16", 6: "INT32", 7: "INT64", 9: "BOOL",
-               10: "FP16", 11: "FP64", 12: "UINT32", 13: "UINT64", 16: "BF16", 8: "BYTES"}
+               10: "FP16", 11: "FP64", 12: "UINT32", 13: "UINT64", 16: "BF16", 8: "BYTES", 4: "UINT16"}
 
 
 def describe(onnx_path: str | Path, name: str, max_batch_size: int, version: str = "1",

@@ -27,9 +27,9 @@ TEST_CACHE = ROOT / "target" / "test-component-cache"
 class Spindle:
     """A running `spindle up`: its base URL and everything it logged to stderr."""
 
-    def __init__(self, manifest: Path, *args: str, until: str = "Serving", env: dict | None = None):
+    def __init__(self, manifest: Path, *args: str, until: str = "Serving", env: dict | None = None, start_timeout: float = 120):
         """Starts it and returns once it prints `until` and its URL (`Listening on` comes before
-        `--preload` has loaded everything; `Serving` after)."""
+        `--preload` has loaded everything; `Serving` after), within `start_timeout` seconds."""
         assert SPINDLE.exists(), f"{SPINDLE} is missing: run scripts/test (it builds the host first)"
         if "--no-cache" not in args and "--cache-dir" not in args:
             args = ("--cache-dir", str(TEST_CACHE), *args)
@@ -42,7 +42,7 @@ class Spindle:
         )
         self._stderr: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
-        deadline = time.time() + 120
+        deadline = time.time() + start_timeout
         self.url = None
         self.metrics_url = None  # the admin listener's /metrics
         self.banner: list[str] = []  # what it printed before serving: the engine and component tables

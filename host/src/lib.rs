@@ -11,11 +11,12 @@
 //! | [`runtime`] | the app built once, each component's grants and limits, admission and the deadline, a `Store` per request, the compiled-component cache, the epoch clock |
 //! | [`nn`] | `wasi:nn`: the binding, graph cache, inference pool, named models, placement policy, and one backend per engine |
 //! | [`build`] | `spindle build` and `--portable` composition |
+//! | [`scaffold`] | `spindle new`: a model's `model.json` from its graph, a function from a template, the component added to `spin.toml` |
 //! | [`reload`] | `SIGHUP` and `--watch`: rebuild, reload, swap the app whole |
 //! | [`telemetry`] | Prometheus metrics and the admin listener; every other room records into it |
 //!
 //! Dependencies point one way: `http → runtime → nn`, and each of them reads `manifest`; `build`
-//! reads only `manifest`; `reload` drives `build` and `runtime`. The tensor rules the host shares with the SDK and the wasm provider
+//! reads only `manifest`, `scaffold` that and `nn`'s batch-axis rule; `reload` drives `build` and `runtime`. The tensor rules the host shares with the SDK and the wasm provider
 //! live in the `spindle-tensor` crate.
 #![deny(missing_docs)]
 
@@ -25,4 +26,5 @@ pub use spindle_manifest as manifest;
 pub mod nn;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod telemetry;

@@ -160,6 +160,12 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
         shutdown_timeout_s: u64,
     },
+    /// Add a model to the app (like `spin new`): copy it under models/NAME/, write its
+    /// model.json from the graph, and add its component and routes to the manifest.
+    New {
+        #[command(subcommand)]
+        template: NewTemplate,
+    },
     /// Manage the bearer tokens a manifest's `access` names.
     Token {
         #[command(subcommand)]
@@ -175,6 +181,74 @@ enum Command {
         #[arg(long)]
         portable: bool,
     },
+}
+
+/// `spindle new …`.
+#[derive(Subcommand)]
+enum NewTemplate {
+    /// Tensors in, tensors out over the Open Inference Protocol at /v2/models/NAME/..., served
+    /// by the generic protocol function (functions/oip): no code to write.
+    Oip {
+        /// Component id and model name: lowercase letters and digits, words joined by '-'.
+        name: String,
+        /// The ONNX model, with its weights inside.
+        #[arg(long, value_name = "FILE.onnx")]
+        model: PathBuf,
+        /// Largest batch, written to model.json (0: the first dimension is not a batch).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_batch_size: u32,
+        /// Turn on dynamic batching: how long a compute may wait for others to join it.
+        #[arg(long, value_name = "MICROSECONDS", requires = "max_batch_size")]
+        max_queue_delay_us: Option<u64>,
+        /// The manifest to add to (created if missing).
+        #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+        manifest: PathBuf,
+    },
+    /// An image classifier: a function crate (functions/NAME) from a template, with POST
+    /// /models/NAME/classify (an image in, top-k labels out) and the Open Inference Protocol.
+    Classifier {
+        /// Component id, crate and model name: lowercase letters and digits, words joined by '-'.
+        name: String,
+        /// The ONNX model: one FP32 RGB image input, [1, 3, H, W] or [1, H, W, 3].
+        #[arg(long, value_name = "FILE.onnx")]
+        model: PathBuf,
+        /// The class labels, one per line, in the output's order.
+        #[arg(long, value_name = "FILE")]
+        labels: PathBuf,
+        /// Image size to resize to, where the model leaves it open.
+        #[arg(long, value_name = "WIDTHxHEIGHT", value_parser = parse_size)]
+        size: Option<(u32, u32)>,
+        /// Per-channel (R,G,B) mean subtracted after scaling pixels to [0, 1]
+        /// (ImageNet: 0.485,0.456,0.406).
+        #[arg(long, value_name = "R,G,B", value_parser = parse_rgb, default_value = "0,0,0")]
+        mean: [f32; 3],
+        /// Per-channel divisor after the mean (ImageNet: 0.229,0.224,0.225).
+        #[arg(long, value_name = "R,G,B", value_parser = parse_rgb, default_value = "1,1,1")]
+        std: [f32; 3],
+        /// The model answers logits: turn them into probabilities with a softmax.
+        #[arg(long)]
+        softmax: bool,
+        /// Largest batch, written to model.json for the protocol endpoints.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_batch_size: u32,
+        /// The manifest to add to (created if missing).
+        #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+        manifest: PathBuf,
+    },
+}
+
+/// `--size 224x224`.
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let parsed = s.split_once(['x', 'X']).and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+    parsed
+        .filter(|&(w, h)| (1..=8192).contains(&w) && (1..=8192).contains(&h))
+        .ok_or_else(|| format!("'{s}': give WIDTHxHEIGHT, each 1 to 8192"))
+}
+
+/// `--mean 0.485,0.456,0.406`.
+fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
+    let values: Vec<f32> = s.split(',').map(|v| v.trim().parse::<f32>().map_err(|e| format!("'{v}': {e}"))).collect::<Result<_, _>>()?;
+    <[f32; 3]>::try_from(values).ok().filter(|v| v.iter().all(|x| x.is_finite())).ok_or_else(|| format!("'{s}': give three numbers, R,G,B"))
 }
 
 /// `spindle token …`.
@@ -252,6 +326,29 @@ fn main() -> Result<()> {
             let token = spindle::runtime::access::add_token(&principal, &file)?;
             eprintln!("Added a token for {principal} to {}; it is shown only now:", file.display());
             println!("{token}");
+            Ok(())
+        }
+        Command::New { template } => {
+            let created = match template {
+                NewTemplate::Oip { name, model, max_batch_size, max_queue_delay_us, manifest } => {
+                    spindle::scaffold::oip(&manifest, &spindle::scaffold::Oip { name, model, max_batch_size, max_queue_delay_us })?
+                }
+                NewTemplate::Classifier { name, model, labels, size, mean, std, softmax, max_batch_size, manifest } => {
+                    if std.contains(&0.0) {
+                        anyhow::bail!("--std {std:?}: a channel's divisor cannot be 0");
+                    }
+                    let spec = spindle::scaffold::Classifier { name, model, labels, size, mean, std, softmax, max_batch_size };
+                    spindle::scaffold::classifier(&manifest, &spec)?
+                }
+            };
+            for file in &created.files {
+                eprintln!("Wrote {}", file.display());
+            }
+            eprintln!("Added its component and routes to {}:", created.manifest.display());
+            for route in &created.routes {
+                eprintln!("  {route}");
+            }
+            eprintln!("Serve it: spindle up --build -f {}", created.manifest.display());
             Ok(())
         }
         Command::Build { manifest, portable } => {

@@ -1,8 +1,8 @@
 //! Any ONNX model behind the Open Inference Protocol (KServe v2), with no code of its own.
 //!
 //! Serves `/v2/models/NAME/...` for every model mounted at `/models/NAME/` with its declared
-//! description `model.json` (written by `models/describe.py`) beside `model.onnx`. Give a
-//! component this source, the two files, and the route `/v2/models/NAME/...`:
+//! description `model.json` beside `model.onnx`. `spindle new oip NAME --model FILE.onnx` writes
+//! both and gives a component this source, the two files, and the route `/v2/models/NAME/...`:
 //!
 //! ```toml
 //! [component.ppocr-det]

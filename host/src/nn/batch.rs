@@ -144,7 +144,8 @@ const MAX_DELAY_US: u64 = 60_000_000;
 
 /// Every input and output of the ONNX model must have the same named symbol as its first
 /// dimension: the batch. An unnamed one, or another name, might be anything (a count of boxes).
-fn check_batch_axis(onnx: &[u8]) -> Result<(), String> {
+/// `Err` says which tensor breaks the rule, as "its input 'x' has ...".
+pub fn check_batch_axis(onnx: &[u8]) -> Result<(), String> {
     use tract_onnx::pb::tensor_shape_proto::dimension::Value;
     use tract_onnx::pb::type_proto;
     use tract_onnx::prelude::Framework;
