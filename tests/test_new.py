@@ -258,18 +258,40 @@ def test_running_it_twice_refuses_and_changes_nothing(project):
     (project / "models/taken").mkdir()
     assert "models/taken already exists" in refused(project, "oip", "taken", "--model", str(DETECTOR))
     (project / "models/taken").rmdir()
-    assert "already has a package 'spindle' (host)" in refused(project, "classifier", "spindle", "--model", str(CNN), "--labels", str(CNN_LABELS))
+    assert "already has a package 'spindle'" in refused(project, "classifier", "spindle", "--model", str(CNN), "--labels", str(CNN_LABELS))
+    # Cargo gives `spindle_sdk` and `spindle-sdk` the same library and output file.
+    assert "already has a package 'spindle-sdk'" in refused(project, "classifier", "spindle_sdk", "--model", str(CNN), "--labels", str(CNN_LABELS))
     assert snapshot(project) == before
+
+
+def external_data_model(path: Path) -> None:
+    """A `Constant` node whose tensor says its values are in a file beside the model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor("w", TensorProto.FLOAT, [2], [0.0, 0.0])
+    value.ClearField("float_data")
+    value.data_location = TensorProto.EXTERNAL
+    value.external_data.add(key="location", value="/etc/passwd")
+    graph = helper.make_graph([helper.make_node("Constant", [], ["c"], value=value), helper.make_node("Add", ["x", "c"], ["y"])],
+                              "external", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    onnx.save(helper.make_model(graph), path)
 
 
 def test_what_cannot_be_served_is_refused_with_the_reason_and_nothing_written(project, tmp_path):
     before = snapshot(project)
+    external_data_model(tmp_path / "external.onnx")
     (tmp_path / "not.onnx").write_bytes(b"\x89PNG\r\n\x1a\n not a model")
     (tmp_path / "two.txt").write_text("a\nb\n")
     for args, words in [
         (["oip", "junk", "--model", str(tmp_path / "not.onnx")], "not an ONNX model"),
         (["oip", "Bad_Name", "--model", str(DETECTOR)], "invalid component id 'Bad_Name'"),
         (["oip", "unbatched", "--model", str(DETECTOR), "--max-batch-size", "4"], "needs a batch axis"),
+        (["oip", "external", "--model", str(tmp_path / "external.onnx")], "tensor 'w' refers to external data"),
+        (["oip", "no-batch", "--model", str(CNN), "--max-batch-size", "0", "--max-queue-delay-us", "500"], "needs --max-batch-size above 0"),
+        (["oip", "slow", "--model", str(CNN), "--max-batch-size", "8", "--max-queue-delay-us", "99999999999"], "over one minute"),
+        (["classifier", "int-scores", "--model", str(CNN), "--labels", str(CNN_LABELS), "--output", "nope"], "no output 'nope'"),
         (["oip", "missing", "--model", str(tmp_path / "absent.onnx")], "reading the model"),
         (["classifier", "wrong-labels", "--model", str(CNN), "--labels", str(tmp_path / "two.txt")], "has 2 labels, but output 'probabilities' scores 10 classes"),
         (["classifier", "not-an-image", "--model", str(DETECTOR), "--labels", str(tmp_path / "two.txt")], "--size"),
@@ -279,6 +301,35 @@ def test_what_cannot_be_served_is_refused_with_the_reason_and_nothing_written(pr
         assert words in refused(project, *args), args
     assert snapshot(project) == before
     assert not (project / "models/wrong-labels").exists() and not (project / "functions/wrong-labels").exists()
+
+
+def test_a_manifest_it_would_break_is_refused_before_anything_is_written(tmp_path):
+    """A route another component already has is found when the new manifest is validated,
+    which comes before any file is written: not even `models/` is left behind."""
+    project = copy_project(tmp_path / "clash")
+    (project / "spin.toml").write_text('spin_manifest_version = 2\n\n[application]\nname = "clash"\n\n'
+                                       '[[trigger.http]]\nroute = "/v2/models/det/..."\ncomponent = "other"\n\n'
+                                       '[component.other]\nsource = "other.wasm"\n')
+    before = (project / "spin.toml").read_text()
+    assert "/v2/models/det" in refused(project, "oip", "det", "--model", str(DETECTOR))
+    assert (project / "spin.toml").read_text() == before and not (project / "models").exists()
+
+
+def test_outputs_that_are_initializers_are_left_out_as_describe_py_does(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    bias = helper.make_tensor("bias", TensorProto.FLOAT, [2], [1.0, 2.0])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "bias"], ["y"])], "init-out",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
+                               helper.make_tensor_value_info("bias", TensorProto.FLOAT, [2])], [bias])
+    onnx.save(helper.make_model(graph), tmp_path / "init-out.onnx")
+    project = copy_project(tmp_path / "app")
+    created(project, "oip", "init-out", "-f", str(project), "--model", str(tmp_path / "init-out.onnx"))
+    written = json.loads((project / "models/init-out/model.json").read_text())
+    assert written == describe.describe(tmp_path / "init-out.onnx", "init-out", 0)
+    assert [t["name"] for t in written["outputs"]] == ["y"]
 
 
 def test_a_new_app_gets_its_own_manifest(tmp_path):

@@ -200,7 +200,7 @@ enum NewTemplate {
         /// Turn on dynamic batching: how long a compute may wait for others to join it.
         #[arg(long, value_name = "MICROSECONDS", requires = "max_batch_size")]
         max_queue_delay_us: Option<u64>,
-        /// The manifest to add to (created if missing).
+        /// The manifest to add to, or its folder (created if missing).
         #[arg(short = 'f', long = "from", default_value = "spin.toml")]
         manifest: PathBuf,
     },
@@ -218,6 +218,9 @@ enum NewTemplate {
         /// Image size to resize to, where the model leaves it open.
         #[arg(long, value_name = "WIDTHxHEIGHT", value_parser = parse_size)]
         size: Option<(u32, u32)>,
+        /// The output that scores the classes [default: the first FP32 output].
+        #[arg(long, value_name = "NAME")]
+        output: Option<String>,
         /// Per-channel (R,G,B) mean subtracted after scaling pixels to [0, 1]
         /// (ImageNet: 0.485,0.456,0.406).
         #[arg(long, value_name = "R,G,B", value_parser = parse_rgb, default_value = "0,0,0")]
@@ -231,7 +234,7 @@ enum NewTemplate {
         /// Largest batch, written to model.json for the protocol endpoints.
         #[arg(long, value_name = "N", default_value_t = 0)]
         max_batch_size: u32,
-        /// The manifest to add to (created if missing).
+        /// The manifest to add to, or its folder (created if missing).
         #[arg(short = 'f', long = "from", default_value = "spin.toml")]
         manifest: PathBuf,
     },
@@ -333,11 +336,11 @@ fn main() -> Result<()> {
                 NewTemplate::Oip { name, model, max_batch_size, max_queue_delay_us, manifest } => {
                     spindle::scaffold::oip(&manifest, &spindle::scaffold::Oip { name, model, max_batch_size, max_queue_delay_us })?
                 }
-                NewTemplate::Classifier { name, model, labels, size, mean, std, softmax, max_batch_size, manifest } => {
+                NewTemplate::Classifier { name, model, labels, size, output, mean, std, softmax, max_batch_size, manifest } => {
                     if std.contains(&0.0) {
                         anyhow::bail!("--std {std:?}: a channel's divisor cannot be 0");
                     }
-                    let spec = spindle::scaffold::Classifier { name, model, labels, size, mean, std, softmax, max_batch_size };
+                    let spec = spindle::scaffold::Classifier { name, model, labels, size, output, mean, std, softmax, max_batch_size };
                     spindle::scaffold::classifier(&manifest, &spec)?
                 }
             };

@@ -140,7 +140,7 @@ impl BatchPolicy {
 }
 
 /// The longest `max_queue_delay_microseconds` accepted.
-const MAX_DELAY_US: u64 = 60_000_000;
+pub const MAX_DELAY_US: u64 = 60_000_000;
 
 /// Every input and output of the ONNX model must have the same named symbol as its first
 /// dimension: the batch. An unnamed one, or another name, might be anything (a count of boxes).

@@ -21,6 +21,8 @@ pub struct Classifier {
     pub labels: PathBuf,
     /// `(width, height)` to resize to, when the graph leaves them symbolic.
     pub size: Option<(u32, u32)>,
+    /// The scores output; by default the first FP32 one.
+    pub output: Option<String>,
     /// Per-channel mean subtracted after scaling pixels to [0, 1].
     pub mean: [f32; 3],
     /// Per-channel divisor after the mean.
@@ -55,10 +57,10 @@ pub fn classifier(manifest: &Path, spec: &Classifier) -> Result<Created> {
     project.require("functions/sdk/Cargo.toml", "the Spindle SDK")?;
     project.refuse_existing(&format!("functions/{name}"))?;
     let (bytes, description) = super::read_model(&spec.model, name, spec.max_batch_size, None)?;
-    let image = image_model(&description, spec.size)?;
+    let image = image_model(&description, spec.size, spec.output.as_deref())?;
     let labels = std::fs::read_to_string(&spec.labels).map_err(|e| anyhow::anyhow!("reading the labels {}: {e}", spec.labels.display()))?;
     let count = labels.lines().filter(|l| !l.trim().is_empty()).count();
-    let classes = classes(&description.outputs[0]);
+    let classes = description.outputs.iter().find(|o| o.name == image.output).and_then(classes);
     match classes {
         _ if count == 0 => bail!("{} has no labels: write one per line, in the order of the model's classes", spec.labels.display()),
         Some(classes) if classes != count => {
@@ -67,27 +69,40 @@ pub fn classifier(manifest: &Path, spec: &Classifier) -> Result<Created> {
         _ => {}
     }
     project.add_workspace_member(&format!("functions/{name}"))?;
-    project.write_model(&bytes, &description.to_json())?;
-    project.write(&format!("models/{name}/labels.txt"), labels.as_bytes())?;
-    project.create_dir(&format!("functions/{name}"))?;
+    project.write_model(&bytes, &description.to_json());
+    project.write(&format!("models/{name}/labels.txt"), labels.as_bytes());
+    project.create_dir(&format!("functions/{name}"));
     let description_text = format!("{name}: an image in, top-k labels out (spindle new classifier)");
     project.write(
         &format!("functions/{name}/Cargo.toml"),
         CARGO_TOML.replace("{name}", name).replace("{description}", &description_text).as_bytes(),
-    )?;
-    project.write(&format!("functions/{name}/src/lib.rs"), LIB_RS.as_bytes())?;
-    project.write(&format!("functions/{name}/src/model.rs"), model_rs(name, &image, spec).as_bytes())?;
+    );
+    project.write(&format!("functions/{name}/src/lib.rs"), LIB_RS.as_bytes());
+    project.write(&format!("functions/{name}/src/model.rs"), model_rs(name, &image, spec).as_bytes());
     let watch = [format!("../../models/{name}/labels.txt"), format!("../../models/{name}/model.json")];
     project.add_component(&[format!("/models/{name}/..."), format!("/v2/models/{name}/...")], &description_text, name, &watch);
     project.commit()
 }
 
-/// The image input and the scores output of `model`, or why it is not an image classifier.
-fn image_model(model: &ModelDescription, size: Option<(u32, u32)>) -> Result<ImageModel> {
+/// The image input and the scores output (`output`, else the first FP32 one) of `model`, or
+/// why it is not an image classifier.
+fn image_model(model: &ModelDescription, size: Option<(u32, u32)>, output: Option<&str>) -> Result<ImageModel> {
     let [input] = &model.inputs[..] else {
         bail!("a classifier takes one image input; this model has {} inputs ({})", model.inputs.len(), names(&model.inputs));
     };
-    let Some(output) = model.outputs.first() else { bail!("the model has no outputs") };
+    let scores = match output {
+        Some(wanted) => model.outputs.iter().find(|o| o.name == wanted),
+        None => model.outputs.iter().find(|o| o.datatype == "FP32"),
+    };
+    let output = match scores {
+        Some(o) if o.datatype == "FP32" => o,
+        Some(o) => bail!("output '{}' is {}; the classifier template reads FP32 scores", o.name, o.datatype),
+        None if model.outputs.is_empty() => bail!("the model has no outputs"),
+        None => match output {
+            Some(wanted) => bail!("the model has no output '{wanted}'; it has {}", names(&model.outputs)),
+            None => bail!("none of the model's outputs ({}) is FP32 scores", names(&model.outputs)),
+        },
+    };
     if input.datatype != "FP32" {
         bail!("input '{}' is {}; the classifier template feeds FP32 pixels", input.name, input.datatype);
     }
@@ -100,14 +115,14 @@ fn image_model(model: &ModelDescription, size: Option<(u32, u32)>) -> Result<Ima
             input.shape
         ),
     };
-    let (width, height) = match (size, w, h) {
-        (Some((width, height)), -1, -1) => (width, height),
-        (Some((width, height)), w, h) if (i64::from(width), i64::from(height)) != (w, h) => {
-            bail!("--size {width}x{height} differs from input '{}', which takes {w}x{h} images", input.name)
+    let fixed = |d: i64| u32::try_from(d).ok().filter(|&d| d > 0);
+    let (width, height) = match (fixed(w), fixed(h), size) {
+        (Some(w), Some(h), None) => (w, h),
+        (_, _, None) => bail!("input '{}' does not fix the image size ({:?}): give it with --size WIDTHxHEIGHT", input.name, input.shape),
+        (fw, fh, Some((width, height))) if fw.is_some_and(|w| w != width) || fh.is_some_and(|h| h != height) => {
+            bail!("--size {width}x{height} differs from input '{}', whose shape is {:?}", input.name, input.shape)
         }
-        (_, w, h) if w > 0 && h > 0 => (w as u32, h as u32),
-        (None, _, _) => bail!("input '{}' does not fix the image size ({:?}): give it with --size WIDTHxHEIGHT", input.name, input.shape),
-        (Some(_), _, _) => bail!("input '{}' fixes only one of width and height ({:?}); --size cannot follow it", input.name, input.shape),
+        (_, _, Some(size)) => size,
     };
     Ok(ImageModel { input: input.name.clone(), output: output.name.clone(), layout, width, height })
 }
@@ -211,12 +226,15 @@ mod tests {
     #[test]
     fn layout_and_size_come_from_the_input() {
         let m = model(vec![tensor("x", "FP32", &[-1, 3, 224, 192])], vec![tensor("y", "FP32", &[-1, 1000])]);
-        let image = image_model(&m, None).unwrap();
+        let image = image_model(&m, None, None).unwrap();
         assert_eq!((image.layout, image.width, image.height), (Layout::Nchw, 192, 224));
         let m = model(vec![tensor("x", "FP32", &[1, -1, -1, 3])], vec![tensor("y", "FP32", &[1, 10])]);
-        assert!(image_model(&m, None).unwrap_err().to_string().contains("--size"));
-        let image = image_model(&m, Some((64, 48))).unwrap();
+        assert!(image_model(&m, None, None).unwrap_err().to_string().contains("--size"));
+        let image = image_model(&m, Some((64, 48)), None).unwrap();
         assert_eq!((image.layout, image.width, image.height), (Layout::Nhwc, 64, 48));
+        let m = model(vec![tensor("x", "FP32", &[1, 3, -1, 32])], vec![tensor("y", "FP32", &[1, 10])]);
+        assert_eq!(image_model(&m, Some((32, 20)), None).unwrap().height, 20);
+        assert!(image_model(&m, Some((30, 20)), None).unwrap_err().to_string().contains("differs"));
     }
 
     #[test]
@@ -227,13 +245,24 @@ mod tests {
             (vec![tensor("x", "FP32", &[8, 3, 28, 28])], "expected one RGB image"),
             (vec![tensor("a", "FP32", &[1, 3, 2, 2]), tensor("b", "FP32", &[1])], "2 inputs ('a', 'b')"),
         ] {
-            let e = image_model(&model(inputs, vec![tensor("y", "FP32", &[1, 10])]), None).unwrap_err().to_string();
+            let e = image_model(&model(inputs, vec![tensor("y", "FP32", &[1, 10])]), None, None).unwrap_err().to_string();
             assert!(e.contains(expect), "{e}");
         }
         let m = model(vec![tensor("x", "FP32", &[1, 3, 32, 32])], vec![tensor("y", "FP32", &[1, 10])]);
-        assert!(image_model(&m, Some((16, 16))).unwrap_err().to_string().contains("differs"));
+        assert!(image_model(&m, Some((16, 16)), None).unwrap_err().to_string().contains("differs"));
         let m = model(vec![tensor("x", "FP32", &[1, 3, 32, 32])], vec![]);
-        assert!(image_model(&m, None).unwrap_err().to_string().contains("no outputs"));
+        assert!(image_model(&m, None, None).unwrap_err().to_string().contains("no outputs"));
+    }
+
+    #[test]
+    fn the_scores_are_the_first_fp32_output_or_the_one_named() {
+        let x = || vec![tensor("x", "FP32", &[1, 3, 8, 8])];
+        let m = model(x(), vec![tensor("label", "INT64", &[1]), tensor("probs", "FP32", &[1, 3])]);
+        assert_eq!(image_model(&m, None, None).unwrap().output, "probs");
+        assert!(image_model(&m, None, Some("label")).unwrap_err().to_string().contains("INT64"));
+        assert!(image_model(&m, None, Some("nope")).unwrap_err().to_string().contains("no output 'nope'; it has 'label', 'probs'"));
+        let m = model(x(), vec![tensor("label", "INT64", &[1])]);
+        assert!(image_model(&m, None, None).unwrap_err().to_string().contains("none of the model's outputs ('label')"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A model's declared description (`model.json`, our analogue of Triton's `config.pbtxt`) read
-//! from its ONNX graph: the inputs a client feeds (not the initializers ONNX may also list as
-//! inputs) and the outputs, each with its Open Inference Protocol datatype and shape, `-1` for a
+//! from its ONNX graph: the inputs a client feeds and the outputs it computes (not the
+//! initializers ONNX may also list as either), each with its Open Inference Protocol datatype and shape, `-1` for a
 //! symbolic dimension. The same rules as `models/describe.py`, with no Python.
 
 use prost::Message;
@@ -84,13 +84,11 @@ pub enum DescribeError {
 pub fn describe(bytes: &[u8], name: &str, max_batch_size: u32, max_queue_delay_us: Option<u64>) -> Result<ModelDescription, DescribeError> {
     let model = pb::ModelProto::decode(bytes).map_err(|e| DescribeError::NotOnnx(e.to_string()))?;
     let graph = model.graph.ok_or(DescribeError::NoGraph)?;
-    if let Some(external) = graph.initializer.iter().find(|t| t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)) {
-        return Err(DescribeError::ExternalData(external.name.clone()));
-    }
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs =
         graph.input.iter().filter(|v| !initializers.contains(v.name.as_str())).map(|v| tensor(v, "input")).collect::<Result<_, _>>()?;
-    let outputs = graph.output.iter().map(|v| tensor(v, "output")).collect::<Result<_, _>>()?;
+    let outputs =
+        graph.output.iter().filter(|v| !initializers.contains(v.name.as_str())).map(|v| tensor(v, "output")).collect::<Result<_, _>>()?;
     Ok(ModelDescription {
         name: name.to_owned(),
         platform: "onnxruntime_onnx".into(),
@@ -205,16 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn external_weights_and_other_files_are_refused() {
-        let graph = pb::GraphProto {
-            initializer: vec![pb::TensorProto {
-                name: "w".into(),
-                data_location: Some(pb::tensor_proto::DataLocation::External as i32),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        assert!(matches!(describe(&model(graph), "m", 0, None), Err(DescribeError::ExternalData(n)) if n == "w"));
+    fn other_files_are_not_onnx() {
         for other in [&b"\x89PNG\r\n\x1a\n not onnx"[..], b"hello", &pb::ModelProto::default().encode_to_vec()] {
             assert!(describe(other, "m", 0, None).unwrap_err().to_string().starts_with("not an ONNX model"));
         }

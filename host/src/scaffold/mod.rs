@@ -14,7 +14,7 @@ mod project;
 pub use classifier::{Classifier, classifier};
 pub use project::Created;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use project::Project;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +36,7 @@ pub fn oip(manifest: &Path, spec: &Oip) -> Result<Created> {
     project.require("functions/oip/Cargo.toml", "the generic protocol function")?;
     let (bytes, description) = read_model(&spec.model, &spec.name, spec.max_batch_size, spec.max_queue_delay_us)?;
     let name = &spec.name;
-    project.write_model(&bytes, &description.to_json())?;
+    project.write_model(&bytes, &description.to_json());
     let description = format!(
         "{name}: {} in, {} out, over the Open Inference Protocol (spindle new oip)",
         tensor_names(&description.inputs),
@@ -54,9 +54,18 @@ fn read_model(
     max_queue_delay_us: Option<u64>,
 ) -> Result<(Vec<u8>, describe::ModelDescription)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading the model {}", path.display()))?;
+    // What the host would refuse at load or at start is refused now.
+    crate::nn::onnx::check_model_bytes(&bytes).with_context(|| format!("{} cannot be served", path.display()))?;
     if max_batch_size > 0 {
         crate::nn::batch::check_batch_axis(&bytes)
             .map_err(|reason| anyhow::anyhow!("{}: --max-batch-size needs a batch axis, but {reason}", path.display()))?;
+    }
+    match max_queue_delay_us {
+        Some(_) if max_batch_size == 0 => bail!("--max-queue-delay-us turns on dynamic batching, which needs --max-batch-size above 0"),
+        Some(us) if us > crate::nn::batch::MAX_DELAY_US => {
+            bail!("--max-queue-delay-us {us} is over one minute ({})", crate::nn::batch::MAX_DELAY_US)
+        }
+        _ => {}
     }
     let description =
         describe::describe(&bytes, name, max_batch_size, max_queue_delay_us).with_context(|| format!("{}", path.display()))?;

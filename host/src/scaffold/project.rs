@@ -1,6 +1,6 @@
-//! The app `spindle new` adds to: the folder of its `spin.toml`, which is written last, after
-//! the manifest it would become has been validated. Until then, what was created is removed
-//! again if anything fails.
+//! The app `spindle new` adds to: the folder of its `spin.toml`. Files are staged in memory;
+//! nothing is written until the manifest the app would have has been validated, and the
+//! manifest is written last. If a write fails, what was created is removed again.
 
 use crate::manifest::{ComponentId, Manifest};
 use anyhow::{Context, Result, bail};
@@ -26,8 +26,9 @@ pub struct Project {
     addition: String,
     routes: Vec<String>,
     workspace: Option<String>,
-    dirs: Vec<PathBuf>,
-    files: Vec<PathBuf>,
+    dirs: Vec<String>,
+    files: Vec<(String, Vec<u8>)>,
+    created: Vec<PathBuf>,
     committed: bool,
 }
 
@@ -36,6 +37,14 @@ impl Project {
     /// its model folder exists. A manifest that does not exist yet is started.
     pub fn open(manifest: &Path, name: &str) -> Result<Self> {
         ComponentId::parse(name)?;
+        let folder;
+        let manifest = match manifest.is_dir() {
+            true => {
+                folder = manifest.join("spin.toml");
+                &folder
+            }
+            false => manifest,
+        };
         let root = match manifest.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
@@ -67,6 +76,7 @@ impl Project {
             workspace: None,
             dirs: Vec::new(),
             files: Vec::new(),
+            created: Vec::new(),
             committed: false,
         };
         project.refuse_existing(&format!("models/{name}"))?;
@@ -92,35 +102,26 @@ impl Project {
         }
     }
 
-    /// Writes `models/NAME/model.onnx` and `model.json`.
-    pub fn write_model(&mut self, onnx: &[u8], description: &str) -> Result<()> {
+    /// Stages `models/NAME/model.onnx` and `model.json`.
+    pub fn write_model(&mut self, onnx: &[u8], description: &str) {
         let dir = format!("models/{}", self.name);
-        self.create_dir(&dir)?;
-        self.write(&format!("{dir}/model.onnx"), onnx)?;
-        self.write(&format!("{dir}/model.json"), description.as_bytes())
+        self.create_dir(&dir);
+        self.write(&format!("{dir}/model.onnx"), onnx);
+        self.write(&format!("{dir}/model.json"), description.as_bytes());
     }
 
-    /// Creates the folder `relative`, which must not exist; it is removed if the rest fails.
-    pub fn create_dir(&mut self, relative: &str) -> Result<()> {
-        let dir = self.root.join(relative);
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        self.dirs.push(dir);
-        Ok(())
+    /// Stages the folder `relative`, which must not exist when the project is committed.
+    pub fn create_dir(&mut self, relative: &str) {
+        self.dirs.push(relative.to_owned());
     }
 
-    /// Writes the file `relative`, inside a folder this project created.
-    pub fn write(&mut self, relative: &str, contents: &[u8]) -> Result<()> {
-        let path = self.root.join(relative);
-        debug_assert!(self.dirs.iter().any(|d| path.starts_with(d)), "{relative} is outside the folders spindle new created");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-        self.files.push(PathBuf::from(relative));
-        Ok(())
+    /// Stages the file `relative`, inside a staged folder.
+    pub fn write(&mut self, relative: &str, contents: &[u8]) {
+        debug_assert!(
+            self.dirs.iter().any(|d| Path::new(relative).starts_with(d)),
+            "{relative} is outside the folders spindle new creates"
+        );
+        self.files.push((relative.to_owned(), contents.to_vec()));
     }
 
     /// Adds the component, built by the function crate `function` (under `functions/`) and
@@ -159,13 +160,17 @@ watch = {watch}
         let Some(members) = doc.get_mut("workspace").and_then(|w| w.get_mut("members")).and_then(|m| m.as_array_mut()) else {
             bail!("{} has no [workspace] members list to add {member} to", path.display());
         };
-        for existing in members.iter().filter_map(|m| m.as_str()) {
-            let package = std::fs::read_to_string(self.root.join(existing).join("Cargo.toml"))
+        // Cargo treats `-` and `_` alike in a package's library name and output file.
+        let same = |package: &str| package.replace('-', "_") == self.name.replace('-', "_");
+        let patterns: Vec<String> =
+            members.iter().filter_map(|m| m.as_str()).map(|m| self.root.join(m).to_string_lossy().into_owned()).collect();
+        for folder in patterns.iter().flat_map(|p| glob::glob(p).into_iter().flatten().flatten()) {
+            let package = std::fs::read_to_string(folder.join("Cargo.toml"))
                 .ok()
                 .and_then(|t| t.parse::<toml::Table>().ok())
                 .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_owned));
-            if package.as_deref() == Some(self.name.as_str()) {
-                bail!("the workspace already has a package '{}' ({existing}); choose another name", self.name);
+            if let Some(package) = package.filter(|p| same(p)) {
+                bail!("the workspace already has a package '{package}' ({}); choose another name", folder.display());
             }
         }
         members.push(member);
@@ -173,7 +178,8 @@ watch = {watch}
         Ok(())
     }
 
-    /// Validates the manifest with the new component, then writes it (and the workspace).
+    /// Validates the manifest with the new component; then writes the staged files, the
+    /// workspace, and the manifest last.
     pub fn commit(mut self) -> Result<Created> {
         let mut text = self.text.clone();
         if !text.ends_with('\n') {
@@ -182,6 +188,16 @@ watch = {watch}
         text = format!("{text}\n{}", self.addition);
         Manifest::parse_with(&self.manifest, &text, &|_| Some(String::new()))
             .context("the manifest with the new component would be invalid")?;
+        for dir in self.dirs.clone() {
+            self.make_dir(&self.root.join(&dir))?;
+        }
+        for (relative, contents) in &self.files {
+            let path = self.root.join(relative);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        }
         let cargo = self.root.join("Cargo.toml");
         let before = match &self.workspace {
             Some(workspace) => Some((std::fs::read_to_string(&cargo)?, replace(&cargo, workspace)?).0),
@@ -194,14 +210,29 @@ watch = {watch}
             return Err(e);
         }
         self.committed = true;
-        Ok(Created { manifest: self.manifest.clone(), files: std::mem::take(&mut self.files), routes: std::mem::take(&mut self.routes) })
+        let files = self.files.iter().map(|(relative, _)| PathBuf::from(relative)).collect();
+        Ok(Created { manifest: self.manifest.clone(), files, routes: std::mem::take(&mut self.routes) })
+    }
+
+    /// Creates `dir`, which must not exist, and the parents it lacks, each removed again if
+    /// the project is not committed.
+    fn make_dir(&mut self, dir: &Path) -> Result<()> {
+        let mut missing: Vec<&Path> = dir.ancestors().skip(1).take_while(|a| !a.as_os_str().is_empty() && !a.exists()).collect();
+        missing.reverse();
+        for parent in missing {
+            std::fs::create_dir(parent).with_context(|| format!("creating {}", parent.display()))?;
+            self.created.push(parent.to_owned());
+        }
+        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.created.push(dir.to_owned());
+        Ok(())
     }
 }
 
 impl Drop for Project {
     fn drop(&mut self) {
         if !self.committed {
-            for dir in self.dirs.iter().rev() {
+            for dir in self.created.iter().rev() {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
