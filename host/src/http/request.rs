@@ -73,8 +73,8 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
     });
     let mut caller = Caller { client, span: &span, started, principal: None };
     let mut response = match (malformed, grpc) {
-        (Some(why), _) => {
-            let refused = json_error(StatusCode::BAD_REQUEST, why);
+        (Some((status, why)), _) => {
+            let refused = json_error(status, why);
             metrics::host_request_answered(refused.status(), started.elapsed());
             refused.map(Either::Left)
         }
@@ -106,11 +106,22 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
     response
 }
 
-/// Why a request's head is unfit to route, beyond what hyper refuses: a Host header missing from
-/// HTTP/1.1 (RFC 9112 §3.2), given twice, or not a `host[:port]`; or a `.` or `..` segment in
-/// the path (also percent-encoded), which a proxy in front would resolve to another route than
-/// the one the path names here.
-fn malformed<B>(req: &Request<B>) -> Option<String> {
+/// Why a request's head is unfit to route, beyond what hyper refuses, and its status: a Host
+/// header missing from HTTP/1.1 (RFC 9112 §3.2), given twice, or not a `host[:port]`; a `.` or
+/// `..` segment in the path (also percent-encoded), which a proxy in front would resolve to
+/// another route than the one the path names here (400); or a transfer coding besides chunked,
+/// which hyper does not decode (501, as RFC 9112 §6.1 asks).
+fn malformed<B>(req: &Request<B>) -> Option<(StatusCode, String)> {
+    let codings = req.headers().get_all(http::header::TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|&b| b == b','));
+    if let Some(coding) = codings.map(|c| String::from_utf8_lossy(c.trim_ascii()).into_owned()).find(|c| !c.eq_ignore_ascii_case("chunked"))
+    {
+        let why = format!("the transfer coding {:?} is not supported: send the body chunked, or with a Content-Length", clip(&coding));
+        return Some((StatusCode::NOT_IMPLEMENTED, why));
+    }
+    head_problem(req).map(|why| (StatusCode::BAD_REQUEST, why))
+}
+
+fn head_problem<B>(req: &Request<B>) -> Option<String> {
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (None, _) if req.version() == http::Version::HTTP_11 => return Some("an HTTP/1.1 request needs a Host header".into()),
@@ -122,7 +133,8 @@ fn malformed<B>(req: &Request<B>) -> Option<String> {
             }
         }
     }
-    let dot = |segment: &str| matches!(segment.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..");
+    // `%2e%2e` is the longest spelling; longer segments are not looked at twice.
+    let dot = |segment: &str| segment.len() <= 6 && matches!(segment.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..");
     let path = req.uri().path();
     path.split('/').any(dot).then(|| format!("the path {} has a '.' or '..' segment: send the path it stands for", clip(path)))
 }
