@@ -11,7 +11,7 @@ mod openai;
 mod pipeline;
 
 use spin_sdk::http::{Request, body::IncomingBodyExt};
-use spindle_sdk::oip::{Body, Response};
+use spindle_sdk::oip::Response;
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> Response {
@@ -49,8 +49,5 @@ fn method_not_allowed(allowed: &str) -> openai::Answer {
 }
 
 fn openai_answer((status, body): openai::Answer) -> Response {
-    let mut response = spin_sdk::http::Response::new(Body::from(body.to_string()));
-    *response.status_mut() = spin_sdk::http::StatusCode::from_u16(status).unwrap_or_default();
-    response.headers_mut().insert("content-type", spin_sdk::http::HeaderValue::from_static("application/json"));
-    response
+    spindle_sdk::oip::json(status, &body)
 }

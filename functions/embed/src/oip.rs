@@ -29,13 +29,6 @@ fn config() -> Value {
     })
 }
 
-fn json_response(status: u16, body: &Value) -> Response {
-    let mut response = spin_sdk::http::Response::new(spindle_sdk::oip::Body::from(body.to_string()));
-    *response.status_mut() = spin_sdk::http::StatusCode::from_u16(status).unwrap_or_default();
-    response.headers_mut().insert("content-type", spin_sdk::http::HeaderValue::from_static("application/json"));
-    response
-}
-
 /// Answers `/v2/models/all-MiniLM-L6-v2[/versions/1][/ready|/config|/infer]`.
 pub fn serve(method: &str, path: &str, header_length: Option<&str>, body: &[u8]) -> Response {
     let Some(rest) = path.strip_prefix("/v2/models/").and_then(|r| r.strip_prefix(MODEL_ID)) else {
@@ -49,9 +42,9 @@ pub fn serve(method: &str, path: &str, header_length: Option<&str>, body: &[u8])
         None => rest.trim_start_matches('/').to_owned(),
     };
     match (method, rest.trim_end_matches('/')) {
-        ("GET", "") => json_response(200, &metadata()),
-        ("GET", "ready") => json_response(200, &json!({"name": MODEL_ID, "ready": true})),
-        ("GET", "config") => json_response(200, &config()),
+        ("GET", "") => spindle_sdk::oip::json(200, &metadata()),
+        ("GET", "ready") => spindle_sdk::oip::json(200, &json!({"name": MODEL_ID, "ready": true})),
+        ("GET", "config") => spindle_sdk::oip::json(200, &config()),
         ("POST", "infer") => infer(header_length, body).unwrap_or_else(|(status, message)| error(status, message)),
         (_, "" | "ready" | "config") => error(405, format!("use GET for {path}")),
         (_, "infer") => error(405, "use POST for infer"),
@@ -134,7 +127,7 @@ fn infer(header_length: Option<&str>, body: &[u8]) -> Result<Response, Failure> 
     if !as_binary {
         output["data"] = json!(flat);
         answer["outputs"] = json!([output]);
-        return Ok(json_response(200, &answer));
+        return Ok(spindle_sdk::oip::json(200, &answer));
     }
     let bytes: Vec<u8> = flat.iter().flat_map(|v| v.to_le_bytes()).collect();
     output["parameters"] = json!({"binary_data_size": bytes.len()});

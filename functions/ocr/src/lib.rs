@@ -17,7 +17,7 @@ mod recognize;
 
 use serde_json::{Value, json};
 use spin_sdk::http::{Request, body::IncomingBodyExt};
-use spindle_sdk::oip::{Body, Response};
+use spindle_sdk::oip::{Response, json as answer};
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> Response {
@@ -144,11 +144,4 @@ fn min_confidence(query: &str) -> Result<f32, String> {
         }
     }
     Ok(min)
-}
-
-fn answer(status: u16, body: &Value) -> Response {
-    let mut response = spin_sdk::http::Response::new(Body::from(body.to_string()));
-    *response.status_mut() = spin_sdk::http::StatusCode::from_u16(status).unwrap_or_default();
-    response.headers_mut().insert("content-type", spin_sdk::http::HeaderValue::from_static("application/json"));
-    response
 }

@@ -105,7 +105,8 @@ pub type Response = spin_sdk::http::Response<Body>;
 /// A whole response body.
 pub type Body = http_body_util::Full<bytes::Bytes>;
 
-fn json_response(status: u16, body: &Value) -> Response {
+/// A JSON answer with `status`.
+pub fn json(status: u16, body: &Value) -> Response {
     let mut response = spin_sdk::http::Response::new(Body::from(body.to_string()));
     *response.status_mut() = spin_sdk::http::StatusCode::from_u16(status).unwrap_or_default();
     response.headers_mut().insert("content-type", spin_sdk::http::HeaderValue::from_static("application/json"));
@@ -114,7 +115,7 @@ fn json_response(status: u16, body: &Value) -> Response {
 
 /// A JSON error answer, `{"error": "..."}`.
 pub fn error(status: u16, message: impl Into<String>) -> Response {
-    json_response(status, &json!({ "error": message.into() }))
+    json(status, &json!({ "error": message.into() }))
 }
 
 /// Answers a protocol request for one of `models`, or `None` when `path` is not under
@@ -138,9 +139,9 @@ pub fn serve(method: &str, path: &str, header: impl Fn(&str) -> Option<String>, 
     }
     let endpoint = parts.join("/");
     Some(match (method, endpoint.as_str()) {
-        ("GET", "") => json_response(200, &model.metadata()),
-        ("GET", "ready") => json_response(200, &json!({"name": model.name, "ready": true})),
-        ("GET", "config") => json_response(200, &model.config()),
+        ("GET", "") => json(200, &model.metadata()),
+        ("GET", "ready") => json(200, &json!({"name": model.name, "ready": true})),
+        ("GET", "config") => json(200, &model.config()),
         ("POST", "infer") => infer(model, header(HEADER_LENGTH), body).unwrap_or_else(|(status, message)| error(status, message)),
         (_, "" | "ready" | "config") => error(405, format!("use GET for /v2/models/{name}/{endpoint}")),
         (_, "infer") => error(405, "use POST for infer"),
@@ -357,7 +358,7 @@ fn infer(model: &ModelConfig, header_length: Option<String>, body: &[u8]) -> Res
     }
     let header = answer.to_string().into_bytes();
     if binary_out.is_empty() {
-        return Ok(json_response(200, &answer));
+        return Ok(json(200, &answer));
     }
     let header_length = header.len();
     let mut body = header;

@@ -16,7 +16,7 @@ mod segments;
 use segments::{Settings, WINDOW};
 use serde_json::{Value, json};
 use spin_sdk::http::{Request, body::IncomingBodyExt};
-use spindle_sdk::oip::{Body, Response};
+use spindle_sdk::oip::{Response, json as answer};
 use spindle_sdk::{Model, Tensor};
 
 const MODEL: &str = "vad";
@@ -155,11 +155,4 @@ fn settings(query: &str) -> Result<(Settings, bool), String> {
         }
     }
     Ok((settings, probabilities))
-}
-
-fn answer(status: u16, body: &Value) -> Response {
-    let mut response = spin_sdk::http::Response::new(Body::from(body.to_string()));
-    *response.status_mut() = spin_sdk::http::StatusCode::from_u16(status).unwrap_or_default();
-    response.headers_mut().insert("content-type", spin_sdk::http::HeaderValue::from_static("application/json"));
-    response
 }

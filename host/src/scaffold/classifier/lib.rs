@@ -13,7 +13,7 @@ mod model;
 
 use model::Layout;
 use spin_sdk::http::{Request, body::IncomingBodyExt};
-use spindle_sdk::oip::{self, Body, Response};
+use spindle_sdk::oip::{self, Response};
 use spindle_sdk::{ErrorKind, Model, Tensor, form, image};
 
 const DEFAULT_TOP_K: usize = 5;
@@ -49,7 +49,7 @@ async fn handle(req: Request) -> Response {
     }
     match (path_info.trim_end_matches('/'), method.as_str()) {
         ("/classify", "POST") => classify(&header("content-type").unwrap_or_default(), &query, &body),
-        ("", "GET") => json(200, describe()),
+        ("", "GET") => oip::json(200, &describe()),
         ("/classify", _) => not_allowed("POST", "use POST with a PNG or JPEG image"),
         ("", _) => not_allowed("GET", "use GET"),
         _ => oip::error(404, format!("no such endpoint {path}; try POST /models/{}/classify", model::NAME)),
@@ -77,7 +77,7 @@ fn classify(content_type: &str, query: &str, body: &[u8]) -> Response {
         Err(message) => return oip::error(400, message),
     };
     match predict(&pixels, top_k) {
-        Ok(predictions) => json(200, serde_json::json!(predictions)),
+        Ok(predictions) => oip::json(200, &serde_json::json!(predictions)),
         Err(e) if e.kind() == ErrorKind::InvalidInput => oip::error(400, e.to_string()),
         Err(e) => oip::error(500, e.to_string()),
     }
@@ -139,13 +139,6 @@ fn top_k(query: &str) -> Result<usize, String> {
         }
     }
     Ok(DEFAULT_TOP_K.min(labels))
-}
-
-fn json(status: u16, value: serde_json::Value) -> Response {
-    let mut response = Response::new(Body::from(value.to_string()));
-    *response.status_mut() = spin_sdk::http::StatusCode::from_u16(status).unwrap_or_default();
-    response.headers_mut().insert("content-type", spin_sdk::http::HeaderValue::from_static("application/json"));
-    response
 }
 
 fn not_allowed(allow: &'static str, message: &str) -> Response {
