@@ -109,14 +109,28 @@ pub async fn handle(app: &App, audit: Option<&AuditLog>, mut req: Request<Incomi
 /// Why a request's head is unfit to route, beyond what hyper refuses, and its status: a Host
 /// header missing from HTTP/1.1 (RFC 9112 §3.2), given twice, or not a `host[:port]`; a `.` or
 /// `..` segment in the path (also percent-encoded), which a proxy in front would resolve to
-/// another route than the one the path names here (400); or a transfer coding besides chunked,
-/// which hyper does not decode (501, as RFC 9112 §6.1 asks).
+/// another route than the one the path names here (400); chunked applied twice (400); or a
+/// transfer coding besides chunked, which hyper does not decode (501, as RFC 9112 §6.1 asks).
 fn malformed<B>(req: &Request<B>) -> Option<(StatusCode, String)> {
-    let codings = req.headers().get_all(http::header::TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|&b| b == b','));
-    if let Some(coding) = codings.map(|c| String::from_utf8_lossy(c.trim_ascii()).into_owned()).find(|c| !c.eq_ignore_ascii_case("chunked"))
-    {
-        let why = format!("the transfer coding {:?} is not supported: send the body chunked, or with a Content-Length", clip(&coding));
+    // RFC 9110 §5.6.1: empty list elements are ignored.
+    let codings: Vec<&[u8]> = req
+        .headers()
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+        .collect();
+    if let Some(coding) = codings.iter().find(|c| !c.eq_ignore_ascii_case(b"chunked")) {
+        let why = format!(
+            "the transfer coding {:?} is not supported: send the body chunked, or with a Content-Length",
+            clip(&String::from_utf8_lossy(coding))
+        );
         return Some((StatusCode::NOT_IMPLEMENTED, why));
+    }
+    if codings.len() > 1 {
+        // hyper would undo one, and hand the function the other's framing as its body.
+        return Some((StatusCode::BAD_REQUEST, "the body is chunked more than once: chunked goes once, last (RFC 9112 §6.1)".into()));
     }
     head_problem(req).map(|why| (StatusCode::BAD_REQUEST, why))
 }

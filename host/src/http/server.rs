@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -69,6 +69,11 @@ static OPEN: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// A burst smaller than this is not worth a trim.
 const TRIM_AFTER_PEAK: usize = 256;
+/// A trim is pending or running; the next waits for it.
+static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
+/// How long a trim waits for the rest of a burst to close; also the least time between two
+/// trims, so clients that open and close bursts on purpose get at most about one a second.
+const TRIM_DELAY: Duration = Duration::from_secs(1);
 
 impl OpenConnection {
     fn new() -> Self {
@@ -84,10 +89,19 @@ impl Drop for OpenConnection {
         metrics::gauge!(crate::telemetry::metrics::OPEN_CONNECTIONS).decrement(1.0);
         let open = OPEN.fetch_sub(1, Ordering::Relaxed) - 1;
         let peak = PEAK.load(Ordering::Relaxed);
-        // Once three quarters of a burst's connections have closed, the one whose close gets
-        // here first resets the peak and trims.
-        if peak >= TRIM_AFTER_PEAK && open <= peak / 4 && PEAK.compare_exchange(peak, open, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            tokio::task::spawn_blocking(trim_heap);
+        // Once three quarters of a burst's connections have closed, the close that gets here
+        // first while no trim is pending resets the peak and schedules one.
+        let due = peak >= TRIM_AFTER_PEAK && open <= peak / 4 && !TRIM_PENDING.load(Ordering::Relaxed);
+        if due
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && PEAK.compare_exchange(peak, open, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            TRIM_PENDING.store(true, Ordering::Relaxed);
+            runtime.spawn(async {
+                tokio::time::sleep(TRIM_DELAY).await;
+                let _ = tokio::task::spawn_blocking(trim_heap).await;
+                TRIM_PENDING.store(false, Ordering::Relaxed);
+            });
         }
     }
 }
