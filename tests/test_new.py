@@ -111,8 +111,9 @@ def nchw_logits_model(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A scratch project with four models added: the PP-OCR detector and a test-written model
-    behind the generic protocol function, the CNN and an NCHW logits model as classifiers."""
+    """A scratch project with five models added: the PP-OCR detector and a test-written model
+    behind the generic protocol function (the latter twice, once under a Triton-style name with a
+    dot), the CNN and an NCHW logits model as classifiers."""
     base = tmp_path_factory.mktemp("new")
     project = copy_project(base / "app")
     toy_model(base / "toy.onnx")
@@ -120,6 +121,7 @@ def project(tmp_path_factory):
     (base / "colours.txt").write_text("red\ngreen\nblue\n")
     created(project, "oip", "det", "--model", str(DETECTOR))
     created(project, "oip", "toy", "--model", str(base / "toy.onnx"), "--max-batch-size", "8", "--max-queue-delay-us", "200")
+    created(project, "oip", "toy_v1.5", "--model", str(base / "toy.onnx"))
     created(project, "classifier", "digits", "--model", str(CNN), "--labels", str(CNN_LABELS))
     created(project, "classifier", "colours", "--model", str(base / "nchw.onnx"), "--labels", str(base / "colours.txt"),
             "--mean", "0.5,0.25,0", "--std", "0.5,0.5,2", "--softmax")
@@ -152,9 +154,11 @@ def test_model_json_is_what_describe_py_writes(project, tmp_path):
 def test_the_manifest_gains_each_component_and_its_routes(project):
     manifest = tomllib.loads((project / "spin.toml").read_text())
     routes = {t["route"]: t["component"] for t in manifest["trigger"]["http"]}
-    assert routes == {"/v2/models/det/...": "det", "/v2/models/toy/...": "toy", "/models/digits/...": "digits",
+    assert routes == {"/v2/models/det/...": "det", "/v2/models/toy/...": "toy", "/v2/models/toy_v1.5/...": "toy-v1-5",
+                      "/models/digits/...": "digits",
                       "/v2/models/digits/...": "digits", "/models/colours/...": "colours", "/v2/models/colours/...": "colours"}
     assert manifest["component"]["det"]["source"] == "target/wasm32-wasip2/release/oip.wasm"
+    assert manifest["component"]["toy-v1-5"]["files"] == ["models/toy_v1.5/model.onnx", "models/toy_v1.5/model.json"]
     assert manifest["component"]["digits"]["build"]["command"] == "cargo build --target wasm32-wasip2 --release -p digits"
     members = tomllib.loads((project / "Cargo.toml").read_text())["workspace"]["members"]
     assert members[-2:] == ["functions/digits", "functions/colours"]
@@ -187,6 +191,21 @@ def test_the_test_written_model_answers_as_onnxruntime_does(client, project):
     np.testing.assert_array_equal(result.as_numpy("best"), expected[1])
     config = client.get_model_config("toy")
     assert config["max_batch_size"] == 8 and config["dynamic_batching"] == {"max_queue_delay_microseconds": 200}
+
+
+def test_a_name_with_a_dot_is_served_under_that_name(served, client):
+    """A Triton-style model name is kept as clients send it; only the component id is derived."""
+    import requests
+
+    assert client.get_model_metadata("toy_v1.5")["name"] == "toy_v1.5"
+    tokens = triton.InferInput("tokens", [1, 6], "INT64")
+    tokens.set_data_from_numpy(np.array([[1, 0, 0, 0, 0, 0]], dtype=np.int64))
+    scale = triton.InferInput("scale", [1, 1], "FP32")
+    scale.set_data_from_numpy(np.array([[1.0]], dtype=np.float32))
+    np.testing.assert_allclose(client.infer("toy_v1.5", [tokens, scale]).as_numpy("scores"), [np.linspace(-1, 1, 24)[:4]], rtol=1e-6)
+    assert client.is_model_ready("toy_v1.5")  # compiled and loaded by now
+    listed = {m["name"]: m["component"] for m in requests.get(f"{served.url}/v2/models", timeout=30).json()["models"]}
+    assert listed["toy_v1.5"] == "toy-v1-5"
 
 
 def test_the_cnn_classifier_answers_as_onnxruntime_does(served, client):
@@ -261,6 +280,8 @@ def test_running_it_twice_refuses_and_changes_nothing(project):
     assert "already has a package 'spindle'" in refused(project, "classifier", "spindle", "--model", str(CNN), "--labels", str(CNN_LABELS))
     # Cargo gives `spindle_sdk` and `spindle-sdk` the same library and output file.
     assert "already has a package 'spindle-sdk'" in refused(project, "classifier", "spindle_sdk", "--model", str(CNN), "--labels", str(CNN_LABELS))
+    # The id a dotted name becomes is taken: --id chooses another.
+    assert "already has a component 'toy-v1-5'" in refused(project, "oip", "toy.v1.5", "--model", str(DETECTOR))
     assert snapshot(project) == before
 
 
@@ -286,7 +307,10 @@ def test_what_cannot_be_served_is_refused_with_the_reason_and_nothing_written(pr
     (tmp_path / "two.txt").write_text("a\nb\n")
     for args, words in [
         (["oip", "junk", "--model", str(tmp_path / "not.onnx")], "not an ONNX model"),
-        (["oip", "Bad_Name", "--model", str(DETECTOR)], "invalid component id 'Bad_Name'"),
+        (["oip", "a/b", "--model", str(DETECTOR)], "invalid model name 'a/b'"),
+        (["oip", "..", "--model", str(DETECTOR)], "invalid model name '..'"),
+        (["oip", "stats", "--model", str(DETECTOR)], "statistics endpoint"),
+        (["oip", "ok", "--id", "Bad_Id", "--model", str(DETECTOR)], "invalid component id 'Bad_Id'"),
         (["oip", "unbatched", "--model", str(DETECTOR), "--max-batch-size", "4"], "needs a batch axis"),
         (["oip", "external", "--model", str(tmp_path / "external.onnx")], "tensor 'w' refers to external data"),
         (["oip", "no-batch", "--model", str(CNN), "--max-batch-size", "0", "--max-queue-delay-us", "500"], "needs --max-batch-size above 0"),

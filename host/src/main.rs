@@ -189,8 +189,11 @@ enum NewTemplate {
     /// Tensors in, tensors out over the Open Inference Protocol at /v2/models/NAME/..., served
     /// by the generic protocol function (functions/oip): no code to write.
     Oip {
-        /// Component id and model name: lowercase letters and digits, words joined by '-'.
+        /// The model's name, as clients send it (letters, digits, '_', '-', '.'; e.g. resnet50_v1.5).
         name: String,
+        /// The component's id [default: the name, lowercased, other characters made '-'].
+        #[arg(long)]
+        id: Option<String>,
         /// The ONNX model, with its weights inside.
         #[arg(long, value_name = "FILE.onnx")]
         model: PathBuf,
@@ -207,8 +210,11 @@ enum NewTemplate {
     /// An image classifier: a function crate (functions/NAME) from a template, with POST
     /// /models/NAME/classify (an image in, top-k labels out) and the Open Inference Protocol.
     Classifier {
-        /// Component id, crate and model name: lowercase letters and digits, words joined by '-'.
+        /// The model's name, as clients send it (letters, digits, '_', '-', '.'; e.g. resnet50_v1.5).
         name: String,
+        /// The component's id and crate name [default: the name, lowercased, other characters made '-'].
+        #[arg(long)]
+        id: Option<String>,
         /// The ONNX model: one FP32 RGB image input, [1, 3, H, W] or [1, H, W, 3].
         #[arg(long, value_name = "FILE.onnx")]
         model: PathBuf,
@@ -333,14 +339,14 @@ fn main() -> Result<()> {
         }
         Command::New { template } => {
             let created = match template {
-                NewTemplate::Oip { name, model, max_batch_size, max_queue_delay_us, manifest } => {
-                    spindle::scaffold::oip(&manifest, &spindle::scaffold::Oip { name, model, max_batch_size, max_queue_delay_us })?
+                NewTemplate::Oip { name, id, model, max_batch_size, max_queue_delay_us, manifest } => {
+                    spindle::scaffold::oip(&manifest, &spindle::scaffold::Oip { name, id, model, max_batch_size, max_queue_delay_us })?
                 }
-                NewTemplate::Classifier { name, model, labels, size, output, mean, std, softmax, max_batch_size, manifest } => {
+                NewTemplate::Classifier { name, id, model, labels, size, output, mean, std, softmax, max_batch_size, manifest } => {
                     if std.contains(&0.0) {
                         anyhow::bail!("--std {std:?}: a channel's divisor cannot be 0");
                     }
-                    let spec = spindle::scaffold::Classifier { name, model, labels, size, output, mean, std, softmax, max_batch_size };
+                    let spec = spindle::scaffold::Classifier { name, id, model, labels, size, output, mean, std, softmax, max_batch_size };
                     spindle::scaffold::classifier(&manifest, &spec)?
                 }
             };

@@ -208,7 +208,11 @@ where
         Err(_) => return Err(InvokeError::BodyTimeout { after }),
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(InvokeError::BodyTooLarge { limit }),
-        Ok(Err(e)) => return Err(InvokeError::BodyUnreadable(e.to_string())),
+        Ok(Err(e)) => {
+            // hyper says only "error reading a body from connection"; what was wrong is in its sources.
+            let chain = std::iter::successors(Some(&*e as &dyn std::error::Error), |e| e.source());
+            return Err(InvokeError::BodyUnreadable(chain.map(|e| e.to_string()).collect::<Vec<_>>().join(": ")));
+        }
     };
     Ok(Request::from_parts(parts, Full::new(body)))
 }

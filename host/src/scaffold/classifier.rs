@@ -13,8 +13,10 @@ const LIB_RS: &str = include_str!("classifier/lib.rs");
 
 /// What `spindle new classifier` was asked for.
 pub struct Classifier {
-    /// Component id, crate and model name.
+    /// The model's name (its folder, routes and protocol name).
     pub name: String,
+    /// Component id and crate name; by default the model's name in component-id form.
+    pub id: Option<String>,
     /// The ONNX file to copy: one FP32 image input, NHWC or NCHW with 3 channels.
     pub model: PathBuf,
     /// One label per class, a line each.
@@ -52,11 +54,11 @@ struct ImageModel {
 
 /// Adds `spec`'s classifier to the app of `manifest`.
 pub fn classifier(manifest: &Path, spec: &Classifier) -> Result<Created> {
-    let name = &spec.name;
-    let mut project = Project::open(manifest, name)?;
+    let mut project = Project::open(manifest, &spec.name, spec.id.as_deref())?;
+    let (model, id) = (project.model().to_owned(), project.id().to_owned());
     project.require("functions/sdk/Cargo.toml", "the Spindle SDK")?;
-    project.refuse_existing(&format!("functions/{name}"))?;
-    let (bytes, description) = super::read_model(&spec.model, name, spec.max_batch_size, None)?;
+    project.refuse_existing(&format!("functions/{id}"))?;
+    let (bytes, description) = super::read_model(&spec.model, &model, spec.max_batch_size, None)?;
     let image = image_model(&description, spec.size, spec.output.as_deref())?;
     let labels = std::fs::read_to_string(&spec.labels).map_err(|e| anyhow::anyhow!("reading the labels {}: {e}", spec.labels.display()))?;
     let count = labels.lines().filter(|l| !l.trim().is_empty()).count();
@@ -68,19 +70,19 @@ pub fn classifier(manifest: &Path, spec: &Classifier) -> Result<Created> {
         }
         _ => {}
     }
-    project.add_workspace_member(&format!("functions/{name}"))?;
+    project.add_workspace_member(&format!("functions/{id}"))?;
     project.write_model(&bytes, &description.to_json());
-    project.write(&format!("models/{name}/labels.txt"), labels.as_bytes());
-    project.create_dir(&format!("functions/{name}"));
-    let description_text = format!("{name}: an image in, top-k labels out (spindle new classifier)");
+    project.write(&format!("models/{model}/labels.txt"), labels.as_bytes());
+    project.create_dir(&format!("functions/{id}"));
+    let description_text = format!("{model}: an image in, top-k labels out (spindle new classifier)");
     project.write(
-        &format!("functions/{name}/Cargo.toml"),
-        CARGO_TOML.replace("{name}", name).replace("{description}", &description_text).as_bytes(),
+        &format!("functions/{id}/Cargo.toml"),
+        CARGO_TOML.replace("{name}", &id).replace("{description}", &description_text).as_bytes(),
     );
-    project.write(&format!("functions/{name}/src/lib.rs"), LIB_RS.as_bytes());
-    project.write(&format!("functions/{name}/src/model.rs"), model_rs(name, &image, spec).as_bytes());
-    let watch = [format!("../../models/{name}/labels.txt"), format!("../../models/{name}/model.json")];
-    project.add_component(&[format!("/models/{name}/..."), format!("/v2/models/{name}/...")], &description_text, name, &watch);
+    project.write(&format!("functions/{id}/src/lib.rs"), LIB_RS.as_bytes());
+    project.write(&format!("functions/{id}/src/model.rs"), model_rs(&model, &image, spec).as_bytes());
+    let watch = [format!("../../models/{model}/labels.txt"), format!("../../models/{model}/model.json")];
+    project.add_component(&[format!("/models/{model}/..."), format!("/v2/models/{model}/...")], &description_text, &id, &watch);
     project.commit()
 }
 

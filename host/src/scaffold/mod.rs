@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 
 /// `spindle new oip`: a model served by the generic protocol function `functions/oip`.
 pub struct Oip {
-    /// Component id and model name.
+    /// The model's name (its folder, routes and protocol name).
     pub name: String,
+    /// The component's id; by default the model's name in component-id form.
+    pub id: Option<String>,
     /// The ONNX file to copy.
     pub model: PathBuf,
     /// Written to `model.json`; 0: the first dimension is not a batch.
@@ -32,10 +34,10 @@ pub struct Oip {
 
 /// Adds `spec`'s model to the app of `manifest` (created if it does not exist).
 pub fn oip(manifest: &Path, spec: &Oip) -> Result<Created> {
-    let mut project = Project::open(manifest, &spec.name)?;
+    let mut project = Project::open(manifest, &spec.name, spec.id.as_deref())?;
     project.require("functions/oip/Cargo.toml", "the generic protocol function")?;
-    let (bytes, description) = read_model(&spec.model, &spec.name, spec.max_batch_size, spec.max_queue_delay_us)?;
-    let name = &spec.name;
+    let name = &project.model().to_owned();
+    let (bytes, description) = read_model(&spec.model, name, spec.max_batch_size, spec.max_queue_delay_us)?;
     project.write_model(&bytes, &description.to_json());
     let description = format!(
         "{name}: {} in, {} out, over the Open Inference Protocol (spindle new oip)",

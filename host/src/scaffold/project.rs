@@ -19,7 +19,8 @@ pub struct Created {
 
 /// An app being added to.
 pub struct Project {
-    name: String,
+    model: String,
+    id: String,
     root: PathBuf,
     manifest: PathBuf,
     text: String,
@@ -33,10 +34,18 @@ pub struct Project {
 }
 
 impl Project {
-    /// The app of `manifest`, to gain a component `name`: refused when the name is taken, or
-    /// its model folder exists. A manifest that does not exist yet is started.
-    pub fn open(manifest: &Path, name: &str) -> Result<Self> {
-        ComponentId::parse(name)?;
+    /// The app of `manifest`, to gain the model `model` and the component `id` that serves it
+    /// (by default the model's name, or that name made a component id): refused when the id is
+    /// taken, or the model's folder exists.
+    pub fn open(manifest: &Path, model: &str, id: Option<&str>) -> Result<Self> {
+        check_model_name(model)?;
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None if ComponentId::parse(model).is_ok() => model.to_owned(),
+            None => component_id(model),
+        };
+        ComponentId::parse(&id)?;
+        let name = id.as_str();
         let folder;
         let manifest = match manifest.is_dir() {
             true => {
@@ -53,7 +62,10 @@ impl Project {
             Ok(text) => {
                 let app = Manifest::parse_with(manifest, &text, &|_| Some(String::new()))?;
                 if app.app.component.keys().any(|id| id.as_str() == name) {
-                    bail!("{} already has a component '{name}'; spindle new does not overwrite: choose another name", manifest.display());
+                    bail!(
+                        "{} already has a component '{name}'; spindle new does not overwrite: choose another name (or --id)",
+                        manifest.display()
+                    );
                 }
                 text
             }
@@ -67,7 +79,8 @@ impl Project {
             Err(e) => return Err(e).with_context(|| format!("reading {}", manifest.display())),
         };
         let project = Self {
-            name: name.to_owned(),
+            model: model.to_owned(),
+            id: id.clone(),
             root,
             manifest: manifest.to_owned(),
             text,
@@ -79,8 +92,18 @@ impl Project {
             created: Vec::new(),
             committed: false,
         };
-        project.refuse_existing(&format!("models/{name}"))?;
+        project.refuse_existing(&format!("models/{model}"))?;
         Ok(project)
+    }
+
+    /// The model's name: its folder under `models/`, its routes, its protocol name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The component's id, which also names a function crate written for it.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Fails unless `relative` (what the new component builds from) is in the app's folder.
@@ -104,7 +127,7 @@ impl Project {
 
     /// Stages `models/NAME/model.onnx` and `model.json`.
     pub fn write_model(&mut self, onnx: &[u8], description: &str) {
-        let dir = format!("models/{}", self.name);
+        let dir = format!("models/{}", self.model);
         self.create_dir(&dir);
         self.write(&format!("{dir}/model.onnx"), onnx);
         self.write(&format!("{dir}/model.json"), description.as_bytes());
@@ -128,7 +151,7 @@ impl Project {
     /// mounting its model's files, and an HTTP trigger for each of `routes`; `watch` adds to the
     /// files whose change rebuilds it.
     pub fn add_component(&mut self, routes: &[String], description: &str, function: &str, watch: &[String]) {
-        let name = &self.name;
+        let (name, model) = (&self.id, &self.model);
         for route in routes {
             self.addition += &format!("[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"{name}\"\n\n");
         }
@@ -138,7 +161,7 @@ impl Project {
             r#"[component.{name}]
 description = {description}
 source = "target/wasm32-wasip2/release/{wasm}.wasm"
-files = ["models/{name}/model.onnx", "models/{name}/model.json"]
+files = ["models/{model}/model.onnx", "models/{model}/model.json"]
 [component.{name}.build]
 command = "cargo build --target wasm32-wasip2 --release -p {function}"
 workdir = "functions/{function}"
@@ -161,7 +184,7 @@ watch = {watch}
             bail!("{} has no [workspace] members list to add {member} to", path.display());
         };
         // Cargo treats `-` and `_` alike in a package's library name and output file.
-        let same = |package: &str| package.replace('-', "_") == self.name.replace('-', "_");
+        let same = |package: &str| package.replace('-', "_") == self.id.replace('-', "_");
         let patterns: Vec<String> =
             members.iter().filter_map(|m| m.as_str()).map(|m| self.root.join(m).to_string_lossy().into_owned()).collect();
         for folder in patterns.iter().flat_map(|p| glob::glob(p).into_iter().flatten().flatten()) {
@@ -239,6 +262,38 @@ impl Drop for Project {
     }
 }
 
+/// Fails unless `name` is a model name Triton's clients can send and a folder can carry.
+fn check_model_name(name: &str) -> Result<()> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    if name.is_empty() || name.len() > 128 || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.bytes().all(allowed) {
+        bail!(
+            "invalid model name '{name}': use letters, digits, '_', '-' and '.', starting with a letter or digit (e.g. 'resnet50_v1.5'), at most 128"
+        );
+    }
+    if name == "stats" {
+        bail!("'stats' is taken by the statistics endpoint (/v2/models/stats): choose another model name");
+    }
+    Ok(())
+}
+
+/// `model` as a component id: lowercase, each run of other characters a `-`, and `model-` in
+/// front of one that would start with a digit (`ResNet50_v1.5` is `resnet50-v1-5`).
+fn component_id(model: &str) -> String {
+    let mut id = String::new();
+    for c in model.chars().map(|c| c.to_ascii_lowercase()) {
+        match c {
+            'a'..='z' | '0'..='9' => id.push(c),
+            _ if !id.is_empty() && !id.ends_with('-') => id.push('-'),
+            _ => {}
+        }
+    }
+    let id = id.trim_end_matches('-');
+    match id.starts_with(|c: char| c.is_ascii_lowercase()) {
+        true => id.to_owned(),
+        false => format!("model-{id}"),
+    }
+}
+
 /// Writes `path` whole or not at all.
 fn replace(path: &Path, text: &str) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -249,4 +304,30 @@ fn replace(path: &Path, text: &str) -> Result<()> {
     std::io::Write::write_all(&mut file, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     file.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_become_component_ids() {
+        assert_eq!(component_id("resnet50_v1.5"), "resnet50-v1-5");
+        assert_eq!(component_id("ResNet50"), "resnet50");
+        assert_eq!(component_id("3d-unet"), "model-3d-unet");
+        assert_eq!(component_id("a..b__c."), "a-b-c");
+        for model in ["resnet50_v1.5", "ResNet50", "3d-unet", "a..b__c.", "x"] {
+            assert!(ComponentId::parse(&component_id(model)).is_ok(), "{model}");
+        }
+    }
+
+    #[test]
+    fn model_names_stay_inside_one_path_segment() {
+        for good in ["cifar10", "resnet50_v1.5", "ResNet50", "3d-unet"] {
+            assert!(check_model_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", ".hidden", "-x", "a/b", "a b", "a%2f", "a?b", "stats", &"a".repeat(129)] {
+            assert!(check_model_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }
