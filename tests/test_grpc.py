@@ -196,8 +196,9 @@ def test_grpc_needs_http2_and_a_huge_message_is_refused(spindle):
 def test_perf_analyzer_runs_over_grpc(spindle):
     cudart = next((ROOT / ".venv" / "lib").glob("python3*/site-packages/nvidia/cuda_runtime/lib"), None)
     assert PERF_ANALYZER.exists() and cudart, "perf_analyzer and its CUDA runtime: run scripts/setup --python"
+    # Any three windows pass (stability 9999 %, as Triton's own CI): this checks that it works, not how steadily.
     run = subprocess.run([str(PERF_ANALYZER), "-m", "cifar10", "-u", address(spindle), "-i", "grpc",
-                          "--concurrency-range", "2:2", "--measurement-interval", "500", "--stability-percentage", "100",
+                          "--concurrency-range", "2:2", "--measurement-interval", "500", "--stability-percentage", "9999",
                           "--max-trials", "3"],
                          env={**os.environ, "LD_LIBRARY_PATH": str(cudart)}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr

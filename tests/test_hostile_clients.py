@@ -157,7 +157,10 @@ def exchange(server: Spindle, data: bytes, timeout: float = 5) -> tuple[list[Ans
     """Sends `data` on a new connection; the answers, and whether the host closed it within
     `timeout`."""
     with connect(server) as s:
-        s.sendall(data)
+        try:
+            s.sendall(data)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the host answered and closed before taking it all; its answer is still to read
         return read_answers(s, timeout=timeout)
 
 
@@ -606,7 +609,9 @@ def test_a_trickled_body_gets_408_and_others_are_served_meanwhile(shared):
         s.sendall(b"POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
     began = time.monotonic()
     served_during = []
-    while time.monotonic() - began < 0.8:  # a byte every 0.1 s: 100 bytes would take 10 s
+    # A byte every 0.1 s (100 bytes would take 10 s), the last well before the 1 s body timeout
+    # closes the connection.
+    while time.monotonic() - began < 0.6:
         for s in slow:
             s.sendall(b"a")
         served_during.append(good_client(shared))
@@ -641,7 +646,7 @@ def test_an_unfinished_body_gets_408_from_a_function_and_an_immediate_answer_els
     for head, status in [(b"POST /v2/repository/index", 200), (b"POST /nope", 404)]:
         began = time.monotonic()
         answers, closed = exchange(shared, head + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc" + SMUGGLED)
-        assert [a.status for a in answers] == [status] and closed and time.monotonic() - began < 0.5, answers
+        assert [a.status for a in answers] == [status] and closed and time.monotonic() - began < 0.9, answers  # not the 1 s body timeout
         assert answers[0].headers["content-type"] == "application/json"
     good_client(shared)
 
@@ -752,10 +757,11 @@ def await_closed(socks: list[socket.socket], seconds: float) -> int:
 @pytest.fixture(scope="module")
 def five_thousand(tmp_path_factory):
     """Two waves of 5,000 idle keep-alive connections against a host whose cap is raised above
-    them (--max-connections 6000, --idle-timeout-s 3): what each wave saw and cost."""
+    them (--max-connections 6000; --idle-timeout-s 5, so that all are held at once even on a
+    busy machine): what each wave saw and cost."""
     if DESCRIPTORS < 2 * MANY + 500:
         pytest.skip(f"RLIMIT_NOFILE {DESCRIPTORS} is too low for {MANY} connections")
-    server = start(tmp_path_factory.mktemp("five-thousand"), "--max-connections", str(MANY + 1000), "--idle-timeout-s", "3")
+    server = start(tmp_path_factory.mktemp("five-thousand"), "--max-connections", str(MANY + 1000), "--idle-timeout-s", "5")
     try:
         base = usage(server)
         waves = []
@@ -763,7 +769,7 @@ def five_thousand(tmp_path_factory):
             people = crowd(server, MANY, until="answered", seconds=20, batch=MANY)
             held = usage(server)
             served_in = good_client(server)
-            closed = await_closed(people.socks, 5)
+            closed = await_closed(people.socks, 7)
             for s in people.socks:
                 s.close()
             after = settle(server, base.fds)
@@ -811,7 +817,9 @@ def test_past_the_default_cap_connections_wait_and_are_served_in_turn(tmp_path):
     """The default cap (1024): 1024 keep-alive connections are answered and held; 100 more and
     then a good client wait in the listen backlog, and are served once the idle timeout closes
     the first ones."""
-    server = start(tmp_path, "--idle-timeout-s", "2")
+    # 4 s idle: the crowd of 1024 must be answered and counted before its first batch idles out,
+    # and the good client's wait stay well above 0 on a busy machine.
+    server = start(tmp_path, "--idle-timeout-s", "4")
     try:
         before = usage(server)
         held = crowd(server, 1024, until="answered", seconds=10)
@@ -820,7 +828,7 @@ def test_past_the_default_cap_connections_wait_and_are_served_in_turn(tmp_path):
         assert held.answered == 1024 and before.fds + 1020 <= open_now.fds <= before.fds + 1026, (held.answered, before, open_now)
         waiting: list[Crowd] = []
         connected = threading.Event()
-        thread = threading.Thread(target=lambda: waiting.append(crowd(server, 100, until="closed", seconds=15, connected=connected)))
+        thread = threading.Thread(target=lambda: waiting.append(crowd(server, 100, until="closed", seconds=20, connected=connected)))
         thread.start()
         assert connected.wait(5), "the backlog did not take the 100"
         waited = good_client(server, timeout=15)
@@ -829,7 +837,7 @@ def test_past_the_default_cap_connections_wait_and_are_served_in_turn(tmp_path):
         assert waiting.answered == 100 and waiting.closed == 100, (waiting.answered, waiting.closed)
         assert await_closed(held.socks, 1) == 1024, "the idle timeout closed the first 1024"
         assert max(held.peak_fds, waiting.peak_fds) <= before.fds + 1024, (before, held.peak_fds, waiting.peak_fds)
-        assert 0.5 < waited < 5, f"the good client waited {waited:.1f} s: it waits for the idle timeout, once"
+        assert 0.5 < waited < 7.5, f"the good client waited {waited:.1f} s: it waits for the idle timeout, once"
         for s in held.socks + waiting.socks:
             s.close()
         after = settle(server, before.fds)
@@ -901,7 +909,13 @@ def test_a_client_that_never_reads_holds_only_its_own_answer(shared):
     socks = never_reading(shared, 10, pipelined=4)
     try:
         time.sleep(1)
-        stuck = usage(shared)
+        # Once each has its answer made (resident memory still for 0.2 s), up to 3 s more.
+        stuck, deadline = usage(shared), time.monotonic() + 3
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            stuck, previous = usage(shared), stuck
+            if abs(stuck.rss_mib - previous.rss_mib) < 1:
+                break
         for _ in range(3):
             assert good_client(shared) < 1
             assert get(shared, "/big").body == b"x" * (2 << 20)
@@ -925,11 +939,16 @@ def test_a_client_that_never_reads_is_disconnected(tmp_path):
     try:
         before = usage(server)
         socks = never_reading(server, 10, pipelined=4)
-        # The ten are held (the host's own descriptors move by one or two meanwhile)...
-        held = max(usage(server).fds for _ in range(5) if time.sleep(0.1) is None)
-        assert held >= before.fds + 8, (before, held)
+        ports = {s.getsockname()[1] for s in socks}
+        # The ten are held...
+        time.sleep(0.5)
+        assert handshakes_completed(server, ports) == 10
         good_client(server)
         # ...until the send timeout closes them.
+        deadline = time.monotonic() + 6
+        while (held := handshakes_completed(server, ports)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert held == 0, f"{held} never-reading connections still held"
         after = settle(server, before.fds, seconds=6)
         assert after.fds <= before.fds, f"{after.fds - before.fds} never-reading connections still held: {before} -> {after}"
     finally:
@@ -952,7 +971,7 @@ def test_slowloris_is_cut_off_by_a_short_header_timeout(tmp_path):
         assert good_client(server) < 1
         slowloris.done.wait(10)
         cut = [t.closed_after for t in slowloris.tricklers]
-        assert all(c is not None and c < 4 for c in cut), f"cut off after {cut} s"
+        assert all(c is not None and c < 5 for c in cut), f"cut off after {cut} s"  # 2 s, seen by a trickler that looks once a second
         slowloris.close()
         assert settle(server, before.fds).fds <= before.fds
     finally:
