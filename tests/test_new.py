@@ -113,7 +113,8 @@ def nchw_logits_model(path: Path) -> None:
 def project(tmp_path_factory):
     """A scratch project with five models added: the PP-OCR detector and a test-written model
     behind the generic protocol function (the latter twice, once under a Triton-style name with a
-    dot), the CNN and an NCHW logits model as classifiers."""
+    dot), the CNN and an NCHW logits model as classifiers (the latter named `Colours.v1`, so its
+    component and crate are `colours-v1`)."""
     base = tmp_path_factory.mktemp("new")
     project = copy_project(base / "app")
     toy_model(base / "toy.onnx")
@@ -123,7 +124,7 @@ def project(tmp_path_factory):
     created(project, "oip", "toy", "--model", str(base / "toy.onnx"), "--max-batch-size", "8", "--max-queue-delay-us", "200")
     created(project, "oip", "toy_v1.5", "--model", str(base / "toy.onnx"))
     created(project, "classifier", "digits", "--model", str(CNN), "--labels", str(CNN_LABELS))
-    created(project, "classifier", "colours", "--model", str(base / "nchw.onnx"), "--labels", str(base / "colours.txt"),
+    created(project, "classifier", "Colours.v1", "--model", str(base / "nchw.onnx"), "--labels", str(base / "colours.txt"),
             "--mean", "0.5,0.25,0", "--std", "0.5,0.5,2", "--softmax")
     return project
 
@@ -156,12 +157,13 @@ def test_the_manifest_gains_each_component_and_its_routes(project):
     routes = {t["route"]: t["component"] for t in manifest["trigger"]["http"]}
     assert routes == {"/v2/models/det/...": "det", "/v2/models/toy/...": "toy", "/v2/models/toy_v1.5/...": "toy-v1-5",
                       "/models/digits/...": "digits",
-                      "/v2/models/digits/...": "digits", "/models/colours/...": "colours", "/v2/models/colours/...": "colours"}
+                      "/v2/models/digits/...": "digits", "/models/Colours.v1/...": "colours-v1",
+                      "/v2/models/Colours.v1/...": "colours-v1"}
     assert manifest["component"]["det"]["source"] == "target/wasm32-wasip2/release/oip.wasm"
     assert manifest["component"]["toy-v1-5"]["files"] == ["models/toy_v1.5/model.onnx", "models/toy_v1.5/model.json"]
     assert manifest["component"]["digits"]["build"]["command"] == "cargo build --target wasm32-wasip2 --release -p digits"
     members = tomllib.loads((project / "Cargo.toml").read_text())["workspace"]["members"]
-    assert members[-2:] == ["functions/digits", "functions/colours"]
+    assert members[-2:] == ["functions/digits", "functions/colours-v1"]
 
 
 def test_the_detector_answers_as_onnxruntime_does(client):
@@ -242,16 +244,16 @@ def test_an_nchw_logits_classifier_is_normalised_and_softmaxed(served, project):
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     x = ((rgb / 255.0 - [0.5, 0.25, 0.0]) / [0.5, 0.5, 2.0]).astype(np.float32).transpose(2, 0, 1)[None]
-    session = ort.InferenceSession(str(project / "models/colours/model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(project / "models/Colours.v1/model.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"image": x})[0][0]
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    r = requests.post(f"{served.url}/models/colours/classify", files={"image": ("x.png", buf.getvalue(), "image/png")}, timeout=30)
+    r = requests.post(f"{served.url}/models/Colours.v1/classify", files={"image": ("x.png", buf.getvalue(), "image/png")}, timeout=30)
     assert r.status_code == 200, r.text
     answer = r.json()
     assert [p["label"] for p in answer] == [["red", "green", "blue"][i] for i in np.argsort(-probs)]
     np.testing.assert_allclose([p["probability"] for p in answer], np.sort(probs)[::-1], atol=1e-5)
-    described = requests.get(f"{served.url}/models/colours", timeout=30).json()
-    assert described["input"]["layout"] == "NCHW" and described["output"]["softmax"] is True
+    described = requests.get(f"{served.url}/models/Colours.v1", timeout=30).json()
+    assert described["name"] == "Colours.v1" and described["input"]["layout"] == "NCHW" and described["output"]["softmax"] is True
 
 
 def test_bad_requests_to_a_classifier_get_clear_errors(served):
@@ -282,6 +284,8 @@ def test_running_it_twice_refuses_and_changes_nothing(project):
     assert "already has a package 'spindle-sdk'" in refused(project, "classifier", "spindle_sdk", "--model", str(CNN), "--labels", str(CNN_LABELS))
     # The id a dotted name becomes is taken: --id chooses another.
     assert "already has a component 'toy-v1-5'" in refused(project, "oip", "toy.v1.5", "--model", str(DETECTOR))
+    # A folder that differs only in case could not be checked out on macOS or Windows.
+    assert "only in case" in refused(project, "oip", "DET", "--id", "det-upper", "--model", str(DETECTOR))
     assert snapshot(project) == before
 
 
@@ -367,6 +371,6 @@ def test_a_new_app_gets_its_own_manifest(tmp_path):
 
 def test_the_written_functions_pass_clippy(project):
     """What the template writes is held to the workspace's own lint bar."""
-    result = subprocess.run(["cargo", "clippy", "--target", "wasm32-wasip2", "-p", "digits", "-p", "colours", "--", "-D", "warnings"],
+    result = subprocess.run(["cargo", "clippy", "--target", "wasm32-wasip2", "-p", "digits", "-p", "colours-v1", "--", "-D", "warnings"],
                             cwd=project, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

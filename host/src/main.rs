@@ -191,7 +191,8 @@ enum NewTemplate {
     Oip {
         /// The model's name, as clients send it (letters, digits, '_', '-', '.'; e.g. resnet50_v1.5).
         name: String,
-        /// The component's id [default: the name, lowercased, other characters made '-'].
+        /// The component's id [default: the name where it is a valid id; else lowercased, each
+        /// run of other characters one '-', and 'model-' before a leading digit].
         #[arg(long)]
         id: Option<String>,
         /// The ONNX model, with its weights inside.
@@ -207,12 +208,13 @@ enum NewTemplate {
         #[arg(short = 'f', long = "from", default_value = "spin.toml")]
         manifest: PathBuf,
     },
-    /// An image classifier: a function crate (functions/NAME) from a template, with POST
+    /// An image classifier: a function crate (functions/ID) from a template, with POST
     /// /models/NAME/classify (an image in, top-k labels out) and the Open Inference Protocol.
     Classifier {
         /// The model's name, as clients send it (letters, digits, '_', '-', '.'; e.g. resnet50_v1.5).
         name: String,
-        /// The component's id and crate name [default: the name, lowercased, other characters made '-'].
+        /// The component's id and crate name [default: the name where it is a valid id; else
+        /// lowercased, each run of other characters one '-', and 'model-' before a leading digit].
         #[arg(long)]
         id: Option<String>,
         /// The ONNX model: one FP32 RGB image input, [1, 3, H, W] or [1, H, W, 3].
@@ -353,7 +355,7 @@ fn main() -> Result<()> {
             for file in &created.files {
                 eprintln!("Wrote {}", file.display());
             }
-            eprintln!("Added its component and routes to {}:", created.manifest.display());
+            eprintln!("Added component '{}' and its routes to {}:", created.component, created.manifest.display());
             for route in &created.routes {
                 eprintln!("  {route}");
             }

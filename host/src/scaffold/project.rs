@@ -13,6 +13,8 @@ pub struct Created {
     pub manifest: PathBuf,
     /// Files it wrote, relative to the manifest's folder.
     pub files: Vec<PathBuf>,
+    /// The component's id.
+    pub component: String,
     /// The component's routes.
     pub routes: Vec<String>,
 }
@@ -93,6 +95,14 @@ impl Project {
             committed: false,
         };
         project.refuse_existing(&format!("models/{model}"))?;
+        // One that differs only in case could not be checked out on macOS or Windows.
+        if let Ok(entries) = std::fs::read_dir(project.root.join("models")) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_str().is_some_and(|other| other.eq_ignore_ascii_case(model)) {
+                    bail!("{} differs from the model name '{model}' only in case; choose another name", entry.path().display());
+                }
+            }
+        }
         Ok(project)
     }
 
@@ -234,7 +244,7 @@ watch = {watch}
         }
         self.committed = true;
         let files = self.files.iter().map(|(relative, _)| PathBuf::from(relative)).collect();
-        Ok(Created { manifest: self.manifest.clone(), files, routes: std::mem::take(&mut self.routes) })
+        Ok(Created { manifest: self.manifest.clone(), files, component: self.id.clone(), routes: std::mem::take(&mut self.routes) })
     }
 
     /// Creates `dir`, which must not exist, and the parents it lacks, each removed again if
@@ -265,9 +275,12 @@ impl Drop for Project {
 /// Fails unless `name` is a model name Triton's clients can send and a folder can carry.
 fn check_model_name(name: &str) -> Result<()> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
-    if name.is_empty() || name.len() > 128 || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.bytes().all(allowed) {
+    // No trailing '.': Windows drops it from a folder's name.
+    let ends = name.starts_with(|c: char| c.is_ascii_alphanumeric()) && !name.ends_with('.');
+    if name.is_empty() || name.len() > 128 || !ends || !name.bytes().all(allowed) {
         bail!(
-            "invalid model name '{name}': use letters, digits, '_', '-' and '.', starting with a letter or digit (e.g. 'resnet50_v1.5'), at most 128"
+            "invalid model name '{name}': use letters, digits, '_', '-' and '.', starting with a letter or digit and not ending \
+             with '.' (e.g. 'resnet50_v1.5'), at most 128"
         );
     }
     if name == "stats" {
@@ -326,7 +339,7 @@ mod tests {
         for good in ["cifar10", "resnet50_v1.5", "ResNet50", "3d-unet"] {
             assert!(check_model_name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", ".hidden", "-x", "a/b", "a b", "a%2f", "a?b", "stats", &"a".repeat(129)] {
+        for bad in ["", ".", "..", ".hidden", "-x", "v1.", "a/b", "a b", "a%2f", "a?b", "stats", &"a".repeat(129)] {
             assert!(check_model_name(bad).is_err(), "{bad:?}");
         }
     }
