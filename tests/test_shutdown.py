@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,12 +24,12 @@ def open_connections(server: Spindle) -> float:
     return float(re.search(r"^spindle_open_connections(?:\{[^}]*\})? (\S+)$", text, re.M).group(1))
 
 
-def test_sigterm_drains_requests_in_flight(tmp_path, monkeypatch):
-    # A function that takes 1.5 s a request, with a glob mount (which the host stages in the
-    # temporary folder) to see cleaned up.
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "a.txt").write_text("a")
-    manifest = tmp_path / "spin.toml"
+def sleepy_app(folder) -> os.PathLike:
+    """`/slow`: a function that spins for 1.5 s a request, with a glob mount (which the host
+    stages in the temporary folder) to see cleaned up."""
+    (folder / "data").mkdir()
+    (folder / "data" / "a.txt").write_text("a")
+    manifest = folder / "spin.toml"
     manifest.write_text(f"""spin_manifest_version = 2
 [application]
 name = "drain"
@@ -40,6 +41,49 @@ source = "{HOSTILE}"
 environment = {{ MODE = "sleepy" }}
 files = ["data/*.txt"]
 """)
+    return manifest
+
+
+def test_new_connections_are_taken_at_once_while_guests_keep_every_core_busy(tmp_path):
+    """A guest runs up to an epoch tick (10 ms) before it yields; with tokio's default of 61
+    task polls between looks for I/O, a new connection waited about 0.3 s (scripts/bench-
+    responsiveness), and a signal as long. `--event-interval 4` makes it a few ticks."""
+    server = Spindle(sleepy_app(tmp_path), "--preload")
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def spin():  # one guest after another on a keep-alive connection, until told to stop
+        with requests.Session() as session:
+            while not stop.is_set():
+                statuses.append(session.get(f"{server.url}/slow", timeout=60).status_code)
+
+    clients = [threading.Thread(target=spin) for _ in range(20)]
+    try:
+        for c in clients:
+            c.start()
+        deadline = time.monotonic() + 10
+        while open_connections(server) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # every guest running
+        took = []
+        for _ in range(10):
+            began = time.monotonic()
+            assert requests.get(f"{server.url}/v2/health/live", timeout=10).json() == {"live": True}
+            took.append(time.monotonic() - began)
+        stop.set()
+        for c in clients:
+            c.join()
+        assert statuses and set(statuses) == {200}, statuses
+        took.sort()
+        # Here about 20 ms each; with tokio's default, 0.3-0.5 s for half of them.
+        assert took[7] < 0.2, f"new connections waited {[round(t, 3) for t in took]} s: over 0.2 s for more than 2 of 10"
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_sigterm_drains_requests_in_flight(tmp_path, monkeypatch):
+    manifest = sleepy_app(tmp_path)
     staging = tmp_path / "tmp"
     staging.mkdir()
     monkeypatch.setenv("TMPDIR", str(staging))

@@ -155,6 +155,12 @@ enum Command {
         /// with madvise; 0 unmaps all of it, as wasmtime does by default.
         #[arg(long, value_name = "N", default_value_t = 8)]
         keep_resident_mib: usize,
+        /// How many tasks each runtime worker polls between looks for new connections, I/O and
+        /// signals. Tokio's default, 61, suits tasks that return within microseconds; a guest
+        /// runs up to an epoch tick (10 ms) before it yields, so with every worker running guests
+        /// a new connection waited up to 61 ticks.
+        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        event_interval: u32,
         /// On SIGTERM or SIGINT: seconds to let requests in flight finish before exiting (new
         /// connections are refused at once; Kubernetes' default grace period is 30 s).
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
@@ -405,6 +411,7 @@ fn main() -> Result<()> {
             no_named_models,
             no_batching,
             keep_resident_mib,
+            event_interval,
             shutdown_timeout_s,
         } => {
             let manifest = Manifest::load(&manifest)?;
@@ -453,7 +460,7 @@ fn main() -> Result<()> {
                 keep_resident_bytes: keep_resident_mib << 20,
                 preload,
             };
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(event_interval).build()?;
             let served = runtime.block_on(async {
                 let admin = match admin_listen.0 {
                     Some(addr) => Some(Admin::bind(addr, spindle::telemetry::metrics::install()?).await?),
